@@ -1,0 +1,47 @@
+"""Shared fixtures. Exported models are made once per test session and reused across test files."""
+
+from pathlib import Path
+
+import pytest
+
+from trt.datasets import DATA_DIR_VARIABLE, shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data folder (``$LG_DATA_DIR`` or ``../shared/data``); tests that need it skip without it."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set {DATA_DIR_VARIABLE})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def _export(cache: Path, name: str, **kwargs) -> Path:
+    from trt.onnx.export import export_matcher
+
+    path = cache / f"{name}.onnx"
+    if not path.exists():
+        export_matcher(output=path, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sift_onnx(model_cache) -> Path:
+    """SIFT matcher, dynamic shapes, seeded random weights of the official layout."""
+    return _export(model_cache, "sift_random0", extractor="sift", random_seed=0, dynamic=True)
+
+
+@pytest.fixture(scope="session")
+def sift_nn_onnx(model_cache) -> Path:
+    """SIFT matcher with the hand-set nearest-neighbour weights (meaningful matches without training)."""
+    return _export(model_cache, "sift_nn", extractor="sift", nearest_neighbour=True, dynamic=True)
+
+
+@pytest.fixture(scope="session")
+def superpoint_onnx(model_cache) -> Path:
+    return _export(model_cache, "superpoint_random0", extractor="superpoint", random_seed=0, dynamic=True)

@@ -1,0 +1,196 @@
+"""export.py and the export pipeline: contract, shape inference, lint, weights handling, bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from trt.contract import OUTPUT_SPECS, input_specs
+from trt.errors import ContractError, UserError, WeightsError
+from trt.extractors import EXTRACTORS, get_extractor
+from trt.models.lightglue import LightGlue
+from trt.models.weights import load_state_dict_strict, random_state_dict, rename_keys
+from trt.onnx.clean import unresolved_shapes
+from trt.onnx.export import export_matcher, read_metadata
+from trt.onnx.lint import lint_for_tensorrt
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_COMMAND = ["export.py", "--extractor_type=sift", "--lightglue_path", "weights/sift_lightglue.onnx", "--dynamic"]
+
+
+def run_export(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def parse_with_tensorrt_rtx(path: Path) -> list[str]:
+    import tensorrt_rtx
+
+    logger = tensorrt_rtx.Logger(tensorrt_rtx.Logger.ERROR)
+    builder = tensorrt_rtx.Builder(logger)
+    network = builder.create_network(0)
+    parser = tensorrt_rtx.OnnxParser(network, logger)
+    parser.parse_from_file(str(path))
+    return [str(parser.get_error(i)) for i in range(parser.num_errors)]
+
+
+@pytest.fixture(scope="module")
+def official_layout_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint file laid out exactly like sift_lightglue.pth (v0.1 key names), random values."""
+    path = tmp_path_factory.mktemp("ckpt") / "sift_lightglue.pth"
+    torch.save(random_state_dict(LightGlue(get_extractor("sift")), seed=7), path)
+    return path
+
+
+def test_seed_command_with_random_weights(tmp_path):
+    result = run_export(SEED_COMMAND + ["--random-weights", "0"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "weights/sift_lightglue.onnx"
+    metadata = read_metadata(onnx.load(str(path), load_external_data=False))
+    assert metadata["extractor"] == "sift" and metadata["weights_kind"] == "random"
+    assert "random seed 0" in metadata["weights"]
+    assert parse_with_tensorrt_rtx(path) == []
+
+
+def test_seed_command_with_checkpoint_file(tmp_path, official_layout_checkpoint):
+    result = run_export(SEED_COMMAND + ["--weights", str(official_layout_checkpoint)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Not the official hash: a warning that names both.
+    assert get_extractor("sift").weights_sha256 in result.stderr
+    metadata = read_metadata(onnx.load(str(tmp_path / "weights/sift_lightglue.onnx")))
+    assert metadata["weights_kind"] == "file" and metadata["weights"].startswith("sha256:")
+
+
+def test_seed_command_offline_without_weights_fails_clearly(tmp_path):
+    result = run_export(SEED_COMMAND, tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert get_extractor("sift").weights_url in result.stderr
+    assert "weights/sift_lightglue.pth" in result.stderr
+    assert not (tmp_path / "weights/sift_lightglue.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--extractor_type=orb", "--random-weights", "0"], "unknown extractor 'orb'"),
+        (["--extractor_type=sift", "--lightglue_path", "out.onnx/x/y.onnx", "--random-weights", "0"], "cannot"),
+    ],
+)
+def test_bad_arguments_fail_clearly(tmp_path, args, message):
+    (tmp_path / "out.onnx").write_text("a file where a folder is needed")
+    result = run_export(["export.py", *args], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert not list(tmp_path.glob("**/*.onnx")) or (tmp_path / "out.onnx").read_text().startswith("a file")
+
+
+def test_wrong_layout_lists_the_keys(tmp_path):
+    superpoint_layout = random_state_dict(LightGlue(get_extractor("superpoint")), seed=0)
+    checkpoint = tmp_path / "wrong.pth"
+    torch.save(superpoint_layout, checkpoint)
+    result = run_export(["export.py", "--weights", str(checkpoint), "--lightglue_path", "x.onnx"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "missing keys: input_proj.bias, input_proj.weight" in result.stderr
+    assert "posenc.Wr.weight (32, 2) (expected (32, 4))" in result.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_truncated_checkpoint_fails_clearly(tmp_path, official_layout_checkpoint):
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(official_layout_checkpoint.read_bytes()[:100_000])
+    result = run_export(["export.py", "--weights", str(truncated), "--lightglue_path", "x.onnx"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "truncated or not a PyTorch checkpoint" in result.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_strict_loading_reports_unexpected_keys():
+    model = LightGlue(get_extractor("sift"))
+    state_dict = random_state_dict(model, seed=0)
+    state_dict["extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match="unexpected keys: extra.weight"):
+        load_state_dict_strict(model, state_dict, "test")
+
+
+def test_random_state_dict_has_the_official_layout():
+    model = LightGlue(get_extractor("sift"))
+    state_dict = random_state_dict(model, seed=0)
+    assert "self_attn.0.Wqkv.weight" in state_dict  # v0.1 key names, as in the released files
+    assert set(rename_keys(state_dict)) == set(model.state_dict()) - {"confidence_thresholds"}
+    assert torch.equal(random_state_dict(model, seed=0)["posenc.Wr.weight"], state_dict["posenc.Wr.weight"])
+
+
+def test_exported_graph_follows_the_contract(sift_onnx):
+    model = onnx.load(str(sift_onnx))
+    extractor = get_extractor("sift")
+    expected_inputs = input_specs(extractor.descriptor_dim, extractor.scale_ori)
+    for value, spec in zip(model.graph.input, expected_inputs):
+        dims = tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+        assert value.name == spec.name and dims == spec.shape
+        assert onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) == spec.dtype
+    assert len(model.graph.input) == len(expected_inputs)
+    for value, spec in zip(model.graph.output, OUTPUT_SPECS):
+        dims = tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+        assert value.name == spec.name and dims == spec.shape
+        assert onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) == spec.dtype
+    assert unresolved_shapes(model) == []
+    assert lint_for_tensorrt(model) == []
+    assert not {"NonZero", "TopK"} & {node.op_type for node in model.graph.node}
+    assert model.opset_import[0].version == 17
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extractor", list(EXTRACTORS))
+def test_every_matcher_exports_and_parses_dynamic_and_static(extractor, model_cache):
+    dynamic = model_cache / f"{extractor}_random0.onnx"
+    if not dynamic.exists():
+        export_matcher(extractor, dynamic, random_seed=0, dynamic=True)
+    static = model_cache / f"{extractor}_static.onnx"
+    export_matcher(extractor, static, random_seed=0, dynamic=False, batch_size=2, num_keypoints=300)
+    for path in (dynamic, static):
+        assert parse_with_tensorrt_rtx(path) == [], path
+    dims = [d.dim_value for d in onnx.load(str(static)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 300, 2]
+
+
+def test_unsupported_opset_is_refused(tmp_path):
+    with pytest.raises(UserError, match="opset 18 is not supported"):
+        export_matcher("sift", tmp_path / "x.onnx", random_seed=0, opset=18)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_lint_names_unsupported_nodes():
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("NonZero", ["x"], ["nz"], name="find"),
+            onnx.helper.make_node("FusedMatMul", ["x", "x"], ["y"], name="contrib", domain="com.microsoft"),
+            onnx.helper.make_node("TopK", ["x", "k"], ["v", "i"], name="big_topk"),
+            onnx.helper.make_node("ReduceMax", ["x", "axes_in"], ["r"], name="dynamic_axes"),
+        ],
+        "g",
+        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [4]) for n in ("x",)]
+        + [onnx.helper.make_tensor_value_info("axes_in", onnx.TensorProto.INT64, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+        initializer=[onnx.numpy_helper.from_array(np.array([5000], np.int64), "k")],
+    )
+    issues = {issue.node: issue.problem for issue in lint_for_tensorrt(onnx.helper.make_model(graph))}
+    assert "NonZero" in issues["find"]
+    assert "com.microsoft" in issues["contrib"]
+    assert "K=5000" in issues["big_topk"]
+    assert "constant" in issues["dynamic_axes"]
+
+
+def test_export_check_catches_a_wrong_graph():
+    """The numerical self-check is what guards against exporter traps: it must fail on a real difference."""
+    from trt.onnx.export import compare_outputs
+
+    expected = {"matches0": np.array([[0, 1, -1]], np.int32), "mscores0": np.array([[0.5, 0.4, 0.0]], np.float32)}
+    with pytest.raises(ContractError, match="matches0 differs"):
+        compare_outputs(expected, {**expected, "matches0": np.array([[0, 4, -1]], np.int32)}, "test")
+    with pytest.raises(ContractError, match="mscores0 differs"):
+        compare_outputs(expected, {**expected, "mscores0": np.array([[0.5, 0.41, 0.0]], np.float32)}, "test")

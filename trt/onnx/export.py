@@ -1,0 +1,232 @@
+"""Export the LightGlue matcher to a clean, TensorRT-ready ONNX file that follows the tensor contract.
+
+Pipeline: torch (TorchScript exporter, opset 17) → onnx.checker → symbolic shape inference →
+graph-surgeon fold/clean-up/toposort → checker → TensorRT op lint → numerical check against the torch
+module at sizes other than the trace sizes → atomic write.
+
+The TorchScript exporter is used on purpose: the dynamo exporter's opset ≥ 18 graphs defeat symbolic
+shape inference. The trace uses sizes that equal no model dimension, so none can be baked in, and the
+numerical check at other sizes catches any that was.
+"""
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from trt import __version__
+from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, OUTPUT_NAMES, input_specs
+from trt.errors import ContractError, UserError
+from trt.extractors import Extractor, get_extractor
+from trt.fileio import atomic_path, check_writable
+from trt.onnx.clean import prepare_for_tensorrt
+from trt.onnx.lint import lint_for_tensorrt
+
+DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = (17,)
+# Trace sizes: odd, and equal to no model dimension (2, 3, 4, 64, 128, 256, 512, 768).
+TRACE_SIZES = (5, 211, 173)
+CHECK_SIZES = ((1, 97, 131), (3, 150, 61))
+CHECK_ATOL = {"mscores0": 1e-4, "mscores1": 1e-4}
+METADATA_PREFIX = "lightglue."
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    extractor: str
+    dynamic: bool = True
+    batch_size: int = 1  # static exports only
+    num_keypoints: int = 1024  # static exports only
+    opset: int = DEFAULT_OPSET
+
+
+def build_model(extractor: Extractor, weights: Path | None, random_seed: int | None, nearest_neighbour: bool,
+                weights_dir: Path):
+    """The torch matcher with the requested weights, and a description of them for the metadata."""
+    from trt.models.lightglue import LightGlue
+    from trt.models.nearest_neighbour import nearest_neighbour_state_dict
+    from trt.models.weights import (WeightsSource, load_checkpoint, load_state_dict_strict, random_state_dict,
+                                    resolve_weights)
+
+    chosen = sum([weights is not None, random_seed is not None, nearest_neighbour])
+    if chosen > 1:
+        raise UserError("choose one of --weights, --random-weights and --nearest-neighbour-weights")
+    model = LightGlue(extractor).eval()
+    if random_seed is not None:
+        load_state_dict_strict(model, random_state_dict(model, random_seed), f"random seed {random_seed}")
+        source = WeightsSource("random", f"random seed {random_seed} (for tests, not trained)")
+    elif nearest_neighbour:
+        load_state_dict_strict(model, nearest_neighbour_state_dict(model), "nearest-neighbour weights")
+        source = WeightsSource("nearest-neighbour", "hand-set nearest-neighbour weights (not trained)")
+    else:
+        source = load_checkpoint(model, extractor, resolve_weights(extractor, weights, weights_dir))
+    return model, source
+
+
+def example_inputs(extractor: Extractor, batch: int, n0: int, n1: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible random inputs of the contract: keypoints inside a 640×480 image, unit descriptors."""
+    rng = np.random.default_rng(seed)
+    size = np.array([640.0, 480.0], np.float32)
+    feeds = {}
+    for side, n in ((0, n0), (1, n1)):
+        feeds[f"kpts{side}"] = (rng.random((batch, n, 2)) * size).astype(np.float32)
+        desc = rng.random((batch, n, extractor.descriptor_dim)).astype(np.float32)
+        feeds[f"desc{side}"] = desc / np.linalg.norm(desc, axis=2, keepdims=True)
+        feeds[f"scales{side}"] = (rng.random((batch, n)) * 8 + 1).astype(np.float32)
+        feeds[f"oris{side}"] = ((rng.random((batch, n)) * 2 - 1) * np.pi).astype(np.float32)
+        feeds[f"size{side}"] = np.tile(size, (batch, 1))
+        # Some padding in every pair but the first, so masks are exercised.
+        feeds[f"count{side}"] = np.array([n - (b * n) // (2 * batch) for b in range(batch)], np.int32)
+    feeds["threshold"] = np.array([0.0], np.float32)
+    names = [spec.name for spec in input_specs(extractor.descriptor_dim, extractor.scale_ori)]
+    return {name: feeds[name] for name in names}
+
+
+def torch_outputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        outputs = model(*(torch.from_numpy(value) for value in feeds.values()))
+    return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
+
+
+def onnx_outputs(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a matcher graph (serialised bytes or a path) once on ONNX Runtime's CPU provider."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # ORT's optimiser warns about every Unsqueeze it keeps
+    source = str(model) if isinstance(model, Path) else model
+    session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds)))
+
+
+def compare_outputs(expected: dict, actual: dict, where: str) -> None:
+    """Exact agreement of matches (up to near-ties) and scores within tolerance, or a ContractError."""
+    for name, reference in expected.items():
+        value = actual[name]
+        if value.shape != reference.shape or value.dtype != reference.dtype:
+            raise ContractError(f"{where}: {name} is {value.dtype}{list(value.shape)}, "
+                                f"expected {reference.dtype}{list(reference.shape)}")
+        if name.startswith("matches"):
+            disagreement = float(np.mean(value != reference))
+            if disagreement > 1e-3:
+                raise ContractError(f"{where}: {name} differs from the torch module on {disagreement:.2%} of rows")
+        elif not np.allclose(value, reference, atol=CHECK_ATOL[name], rtol=0):
+            worst = float(np.max(np.abs(value - reference)))
+            raise ContractError(f"{where}: {name} differs from the torch module by up to {worst:.3g}")
+
+
+def _dynamic_axes(extractor: Extractor) -> dict:
+    axes = {}
+    for spec in input_specs(extractor.descriptor_dim, extractor.scale_ori):
+        symbolic = {i: d for i, d in enumerate(spec.shape) if d in (BATCH, KEYPOINTS0, KEYPOINTS1)}
+        if symbolic:
+            axes[spec.name] = symbolic
+    axes.update({"matches0": {0: BATCH, 1: KEYPOINTS0}, "mscores0": {0: BATCH, 1: KEYPOINTS0},
+                 "matches1": {0: BATCH, 1: KEYPOINTS1}, "mscores1": {0: BATCH, 1: KEYPOINTS1}})
+    return axes
+
+
+def trace_to_onnx(model, extractor: Extractor, settings: ExportSettings) -> onnx.ModelProto:
+    import torch
+
+    if settings.dynamic:
+        batch, n0, n1 = TRACE_SIZES
+    else:
+        batch, n0, n1 = settings.batch_size, settings.num_keypoints, settings.num_keypoints
+    feeds = example_inputs(extractor, batch, n0, n1)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
+            torch.onnx.export(
+                model,
+                tuple(torch.from_numpy(value) for value in feeds.values()),
+                str(raw),
+                input_names=list(feeds),
+                output_names=OUTPUT_NAMES,
+                dynamic_axes=_dynamic_axes(extractor) if settings.dynamic else None,
+                opset_version=settings.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        return onnx.load(str(raw))
+
+
+def set_metadata(model: onnx.ModelProto, extractor: Extractor, settings: ExportSettings, weights) -> None:
+    import torch
+
+    entries = {
+        "extractor": extractor.name,
+        "descriptor_dim": str(extractor.descriptor_dim),
+        "scale_ori": str(extractor.scale_ori).lower(),
+        "weights": weights.description,
+        "weights_kind": weights.kind,
+        "contract": "1",
+        "export": json.dumps({
+            "dynamic": settings.dynamic,
+            "batch_size": None if settings.dynamic else settings.batch_size,
+            "num_keypoints": None if settings.dynamic else settings.num_keypoints,
+            "opset": settings.opset,
+            "exporter": "torch.onnx (TorchScript)",
+            "torch": torch.__version__,
+            "lightglue_trt": __version__,
+        }, sort_keys=True),
+    }
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
+    model.producer_name, model.producer_version = "lightglue-trt", __version__
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The ``lightglue.*`` metadata of an exported matcher, without the prefix."""
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def export_matcher(
+    extractor: str = "sift",
+    output: Path = Path("weights/sift_lightglue.onnx"),
+    *,
+    weights: Path | None = None,
+    random_seed: int | None = None,
+    nearest_neighbour: bool = False,
+    dynamic: bool = True,
+    batch_size: int = 1,
+    num_keypoints: int = 1024,
+    opset: int = DEFAULT_OPSET,
+    weights_dir: Path = Path("weights"),
+) -> Path:
+    """Export, clean, lint and verify the matcher; write it atomically to ``output`` and return the path."""
+    spec = get_extractor(extractor)
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(f"opset {opset} is not supported: use {', '.join(map(str, SUPPORTED_OPSETS))} "
+                        "(symbolic shape inference cannot handle the axes-as-input ops of opset 18+)")
+    if not dynamic and (batch_size < 1 or num_keypoints < 2):
+        raise UserError("a static export needs --batch_size >= 1 and --num_keypoints >= 2")
+    output = check_writable(Path(output))
+    settings = ExportSettings(extractor, dynamic, batch_size, num_keypoints, opset)
+    model, source = build_model(spec, weights, random_seed, nearest_neighbour, Path(weights_dir))
+
+    graph = trace_to_onnx(model, spec, settings)
+    set_metadata(graph, spec, settings, source)
+    graph = prepare_for_tensorrt(graph)
+    issues = lint_for_tensorrt(graph)
+    if issues:
+        raise ContractError("the exported graph has nodes TensorRT cannot parse: " + "; ".join(map(str, issues)))
+
+    graph_bytes = graph.SerializeToString()
+    check_sizes = CHECK_SIZES if dynamic else ((batch_size, num_keypoints, num_keypoints),)
+    for batch, n0, n1 in check_sizes:
+        feeds = example_inputs(spec, batch, n0, n1, seed=batch + n0)
+        compare_outputs(torch_outputs(model, feeds), onnx_outputs(graph_bytes, feeds),
+                        f"exported graph at B={batch}, N0={n0}, N1={n1}")
+
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(graph_bytes)
+    return output

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from trt.engine.gate import synthetic_features
 from trt.extractors import Extractor
 from trt.features.base import Features
 from trt.models.weights import rename_keys
@@ -50,22 +51,5 @@ def kornia_match(matcher, f0: Features, f1: Features) -> dict[str, np.ndarray]:
 
 def random_features(extractor: Extractor, n: int, size: tuple[float, float], rng: np.random.Generator,
                     like: Features | None = None) -> Features:
-    """Random-but-valid features; with ``like``, a jittered copy of a subset of it, so pairs match."""
-    if like is None:
-        keypoints = rng.random((n, 2)) * (np.array(size) - 1)
-        descriptors = rng.random((n, extractor.descriptor_dim))
-        scales = rng.random(n) * 10 + 1
-        oris = (rng.random(n) * 2 - 1) * np.pi
-    else:
-        pick = rng.permutation(len(like))[:n]
-        keypoints = np.clip(like.keypoints[pick] + rng.normal(0, 0.2, (n, 2)), 0, np.array(size) - 1)
-        descriptors = like.descriptors[pick] + rng.normal(0, 0.01, (n, extractor.descriptor_dim))
-        scales = like.scales[pick] if like.scales is not None else rng.random(n) * 10 + 1
-        oris = like.oris[pick] if like.oris is not None else rng.random(n)
-    descriptors = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
-    return Features(
-        keypoints.astype(np.float32), descriptors.astype(np.float32), (float(size[0]), float(size[1])),
-        scores=rng.random(n).astype(np.float32),
-        scales=scales.astype(np.float32) if extractor.scale_ori else None,
-        oris=oris.astype(np.float32) if extractor.scale_ori else None,
-    )
+    """Random-but-valid features of ``extractor``'s layout (see ``trt.engine.gate.synthetic_features``)."""
+    return synthetic_features(extractor.descriptor_dim, extractor.scale_ori, n, size, rng, like)

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Build a TensorRT engine (and its manifest X.engine.json) from an exported LightGlue ONNX.
+
+    python build_engine.py --onnx weights/sift_lightglue.onnx                 # profiles/sift.toml, tensorrt-rtx or tensorrt
+    python build_engine.py --onnx m.onnx --builder tensorrt-rtx --target-sm 12.0 --output m.sm120.engine
+    python build_engine.py --onnx m.onnx --print-trtexec                      # the equivalent trtexec command
+
+The work is done in trt/engine/ (build_engine, trtexec_command); this file only reads the flags.
+"""
+
+import argparse
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from trt.cli import run
+from trt.engine.backends import BUILDERS, PRECISIONS
+from trt.engine.builder import DEFAULTS, OPT_LEVELS, BuildOptions, build_engine
+from trt.engine.trtexec import format_command, trtexec_command
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", type=Path, required=True, help="exported matcher (or any ONNX with fixed input shapes)")
+    parser.add_argument("--profiles", type=Path, default=None,
+                        help="profile file (default: profiles/<extractor>.toml, the extractor read from the ONNX "
+                             "metadata lightglue.extractor; an ONNX with fixed input shapes needs none)")
+    parser.add_argument("--output", type=Path, default=None, help="engine path (default: the ONNX path with .engine)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
+    parser.add_argument("--builder", choices=BUILDERS, default=DEFAULTS.builder,
+                        help="auto: full TensorRT where installed, else tensorrt-rtx")
+    parser.add_argument("--target-sm", default=DEFAULTS.target_sm, metavar="X.Y",
+                        help="tensorrt-rtx: compute capability to build for (default 8.9); "
+                             "full TensorRT builds for the local GPU")
+    parser.add_argument("--workspace", dest="workspace_mib", type=int, default=DEFAULTS.workspace_mib, metavar="MIB",
+                        help="builder workspace limit in MiB (default: TensorRT's)")
+    parser.add_argument("--timing-cache", type=Path, default=DEFAULTS.timing_cache, metavar="FILE",
+                        help="timing cache: read if it exists, updated after the build")
+    parser.add_argument("--opt-level", type=int, choices=OPT_LEVELS, default=DEFAULTS.opt_level, metavar="0-5",
+                        help="builder optimization level (default: TensorRT's, 3)")
+    parser.add_argument("--print-trtexec", action="store_true",
+                        help="print the equivalent trtexec command (full TensorRT) and exit without building")
+    parser.add_argument("--no-gate", dest="gate", action="store_false", default=DEFAULTS.gate,
+                        help="fp16: build even if the FP16 model's matches differ from FP32's (IoU < 0.95)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=DEFAULTS.progress,
+                        help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> Path | None:
+    args = parse_args(argv)
+    options = BuildOptions(**{f.name: getattr(args, f.name) for f in fields(BuildOptions)})
+    if args.print_trtexec:
+        print(format_command(trtexec_command(args.onnx, args.profiles, args.output, options)))
+        return None
+    path = build_engine(args.onnx, args.profiles, args.output, **asdict(options))
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    run(main)

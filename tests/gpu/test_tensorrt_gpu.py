@@ -1,0 +1,160 @@
+"""The TensorRT backend on a real GPU: build an engine, serve it, compare with ONNX Runtime.
+
+Runs only where a CUDA GPU, a TensorRT runtime (tensorrt, or tensorrt_rtx for a GPU it supports) and
+pycuda exist; elsewhere every test skips with the reason. ``scripts/gpu_check.sh`` runs this file.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trt.errors import EngineError, UserError
+from trt.features.base import pack_pairs
+from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+from trt.runtime.tensorrt_session import TensorRTSession, cuda_devices, find_runtime
+
+pytestmark = pytest.mark.gpu
+
+ROOT = Path(__file__).resolve().parents[2]
+GRAFFITI = "images/hpatches/v_graffiti"
+PROFILES = ROOT / "profiles" / "sift.toml"  # its first two buckets: n512 (1-512) and n1024 (513-1024)
+
+
+def missing_gpu_stack() -> str | None:
+    if not cuda_devices():
+        return "no CUDA GPU"
+    if find_runtime(None) is None:
+        return "no TensorRT runtime (tensorrt or tensorrt_rtx) installed"
+    if importlib.util.find_spec("pycuda") is None:
+        return "pycuda is not installed"
+    return None
+
+
+def build_for_this_gpu(onnx: Path, folder: Path) -> Path:
+    """Two-profile fp32 engine (B 1-4): full TensorRT where installed, else tensorrt-rtx for this GPU's SM."""
+    from trt.engine.builder import build_engine
+
+    profiles = folder / "two.toml"
+    tables = re.split(r"(?m)^(?=\[\[profile\]\])", PROFILES.read_text())  # [batch] part, then one per bucket
+    profiles.write_text("".join(tables[:3]))
+    full = importlib.util.find_spec("tensorrt") is not None
+    target = None if full else cuda_devices()[0]
+    try:
+        return build_engine(onnx, profiles=profiles, output=folder / f"{onnx.stem}.engine",
+                            builder="tensorrt" if full else "tensorrt-rtx", target_sm=target, progress=False)
+    except UserError as error:
+        pytest.skip(f"cannot build an engine for this GPU: {error}")
+
+
+@pytest.fixture(scope="module")
+def gpu_engines(request, tmp_path_factory) -> dict:
+    reason = missing_gpu_stack()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("gpu_engines")
+    return {name: build_for_this_gpu(request.getfixturevalue(name), folder) for name in ("sift_nn_onnx", "sift_onnx")}
+
+
+def random_pairs(rng, sizes):
+    from trt.features.base import Features
+
+    pairs = []
+    for n0, n1 in sizes:
+        side = []
+        for n in (n0, n1):
+            desc = rng.normal(size=(n, 128)).astype(np.float32)
+            desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+            side.append(Features((rng.uniform(0, 1, (n, 2)) * [640, 480]).astype(np.float32), desc, (640.0, 480.0),
+                                 rng.uniform(0, 1, n).astype(np.float32), rng.uniform(1, 20, n).astype(np.float32),
+                                 rng.uniform(0, 6.28, n).astype(np.float32)))
+        pairs.append(tuple(side))
+    return pairs
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+def test_session_equals_onnxruntime_in_every_profile(gpu_engines):
+    engine = gpu_engines["sift_onnx"]
+    rng = np.random.default_rng(0)
+    requests = [pack_pairs(random_pairs(rng, sizes), max(s[0] for s in sizes), max(s[1] for s in sizes), 0.0)
+                for sizes in ([(100, 80)], [(300, 512), (512, 200)], [(600, 700)], [(1024, 1024)] * 2)]
+    with TensorRTSession(engine) as trt_session, OnnxRuntimeSession(trt_session.onnx_path) as ort:
+        for feeds in requests:
+            got, want = trt_session.infer(feeds), ort.infer(feeds)
+            assert set(trt_session.last_timings) >= {"h2d", "compute", "d2h", "total"}
+            assert agreement(got["matches0"], want["matches0"]) >= 0.95
+            close = got["matches0"] == want["matches0"]
+            np.testing.assert_allclose(got["mscores0"][close], want["mscores0"][close], atol=1e-3)
+
+
+def test_session_from_worker_threads_and_cuda_graphs(gpu_engines):
+    engine = gpu_engines["sift_nn_onnx"]
+    rng = np.random.default_rng(1)
+    requests = [pack_pairs(random_pairs(rng, [(n, n)]), n, n, 0.1) for n in (200, 400, 700, 1000)]
+    with TensorRTSession(engine) as session:
+        expected = [session.infer(feeds) for feeds in requests]
+        results, errors = {}, []
+
+        def work(index):
+            try:
+                for _ in range(3):
+                    results[index] = session.infer(requests[index % len(requests)])
+            except Exception as error:  # surfaced below: a worker's exception must not vanish
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        for index, outputs in results.items():
+            np.testing.assert_array_equal(outputs["matches0"], expected[index % len(requests)]["matches0"])
+    with TensorRTSession(engine, cuda_graphs=True) as session:
+        for feeds, want in zip(requests + requests, expected + expected):  # capture, then replay
+            np.testing.assert_array_equal(session.infer(feeds)["matches0"], want["matches0"])
+
+
+def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):
+    engine = gpu_engines["sift_nn_onnx"]
+    copy = tmp_path / engine.name
+    copy.symlink_to(engine)
+    manifest = json.loads(Path(f"{engine}.json").read_text())
+    manifest["target"] = {"compute_capability": "5.0"}
+    Path(f"{copy}.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="compute capability 5.0"):
+        TensorRTSession(copy).activate()
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "trt_infer.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+
+
+def test_cli_on_tensorrt_matches_onnxruntime(gpu_engines, data_dir, tmp_path):
+    """trt_infer.py on the GPU engine against the ONNX Runtime run of its ONNX: match-set IoU >= 0.95 (fp32)."""
+    engine = gpu_engines["sift_nn_onnx"]
+    images = [data_dir / GRAFFITI / "1.ppm", data_dir / GRAFFITI / "2.ppm"]
+    records = {}
+    for backend in ("tensorrt", "onnxruntime"):
+        out = tmp_path / f"{backend}.json"
+        done = run_cli("--engine", engine, *images, "--backend", backend, "--output", out)
+        assert done.returncode == 0, done.stderr
+        records[backend] = json.loads(out.read_text())
+    assert records["tensorrt"]["engine"]["backend"] == "tensorrt"
+    assert set(records["tensorrt"]["timings"]) >= {"h2d", "compute", "d2h"}
+    np.testing.assert_allclose(records["tensorrt"]["keypoints0"], records["onnxruntime"]["keypoints0"])
+    sets = [{tuple(m) for m in records[b]["matches"]} for b in ("tensorrt", "onnxruntime")]
+    iou = len(sets[0] & sets[1]) / max(1, len(sets[0] | sets[1]))
+    assert len(sets[1]) > 50 and iou >= 0.95, f"IoU {iou:.3f} of {len(sets[0])} and {len(sets[1])} matches"
+    print(f"\nmatch-set IoU {iou:.4f}; TensorRT timings {records['tensorrt']['timings']}")

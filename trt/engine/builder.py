@@ -1,0 +1,372 @@
+"""Build a TensorRT engine from an ONNX graph and its optimization profiles, in small steps.
+
+Each step is a loader in Polygraphy's style: ``__init__`` stores arguments (a value, or a callable
+returning one), ``__call__`` does the work, so the chain reads as one expression and each step runs
+alone in a test::
+
+    network = NetworkFromOnnxPath("sift.onnx", get_backend("tensorrt-rtx"))
+    config = ConfigFromProfiles(profiles, target="8.9")
+    SaveEngine(EngineBytesFromNetwork(network, config), "sift.engine", manifest=...)()
+
+``build_engine`` chains them, times them and writes ``X.engine`` with its manifest ``X.engine.json``.
+Writes are atomic (temporary files ``.X.engine.*.tmp`` beside the output, renamed into place): a
+failed or killed build leaves the previous engine and manifest as they were. The engine is renamed
+first and the manifest right after it; the manifest records the engine's sha256 and size, so a reader
+can tell the pair apart in the instant between the two renames. Temporary files of a build killed
+while writing are removed by the next build of the same output (two concurrent builds of one output
+are not supported).
+"""
+
+import hashlib
+import os
+import sys
+import warnings
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from trt.engine.backends import PRECISIONS, Backend, get_backend, make_logger, make_progress_monitor
+from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, manifest_path
+from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
+from trt.errors import BuildError, UserError
+from trt.fileio import atomic_path, check_writable, sha256_file, write_bytes_atomic
+
+OPT_LEVELS = range(0, 6)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every build setting, with its default: the one place the CLI and ``build_engine`` take them from."""
+
+    precision: str = "fp32"  # fp32 | fp16
+    builder: str = "auto"  # auto | tensorrt | tensorrt-rtx (auto: full TensorRT where installed)
+    target_sm: str | None = None  # tensorrt-rtx: compute capability, default 8.9; full TensorRT: the local GPU
+    workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default (the device memory)
+    timing_cache: Path | None = None  # read before the build if it exists, written after it
+    opt_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default (3)
+    progress: bool = True  # tqdm bars driven by TensorRT's progress monitor
+    gate: bool = True  # FP16: refuse the build when the FP16 graph matches unlike the FP32 one (trt.engine.gate)
+
+    def check(self) -> "BuildOptions":
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
+            raise UserError(f"optimization level must be 0-5, not {self.opt_level}")
+        if self.workspace_mib is not None and self.workspace_mib <= 0:
+            raise UserError(f"workspace must be a positive number of MiB, not {self.workspace_mib}")
+        return self
+
+
+DEFAULTS = BuildOptions()
+
+
+def _value(value_or_callable):
+    """Polygraphy's convention: a step takes a value or a callable that returns one."""
+    return value_or_callable() if callable(value_or_callable) else value_or_callable
+
+
+class ParsedNetwork(NamedTuple):
+    backend: Backend
+    builder: object
+    network: object
+    parser: object
+    logger: object
+
+
+class BuilderConfig(NamedTuple):
+    config: object
+    profiles_seen: list[dict]  # per profile: input name -> {"min", "opt", "max"}, read back from TensorRT
+    pinned_fp32: list[str]  # layers kept in FP32 (full TensorRT, FP16)
+    keep_alive: tuple  # Python objects TensorRT holds by reference (progress monitor, timing cache)
+
+
+class NetworkFromOnnxPath:
+    """ONNX path → (builder, network, parser); a parser error is a BuildError naming every failing node."""
+
+    def __init__(self, path: Path, backend: Backend, echo_warnings: bool = True):
+        self.path, self.backend, self.echo_warnings = Path(path), backend, echo_warnings
+
+    def __call__(self) -> ParsedNetwork:
+        module = self.backend.module
+        logger = make_logger(self.backend, self.echo_warnings)
+        builder = module.Builder(logger)
+        if not builder:
+            raise BuildError(f"{self.backend.name} could not create a builder: {'; '.join(logger.errors)}")
+        network = self.backend.create_network(builder)
+        parser = module.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(self.path)) or parser.num_errors:
+            raise BuildError(f"the {self.backend.name} ONNX parser rejected {self.path}:\n" + parser_errors(parser, logger))
+        return ParsedNetwork(self.backend, builder, network, parser, logger)
+
+
+def parser_errors(parser, logger=None) -> str:
+    """One line per parser error: node index, name and op, and TensorRT's description."""
+    lines = []
+    for index in range(parser.num_errors):
+        error = parser.get_error(index)
+        node, name, op = (_call(error, attribute) for attribute in ("node", "node_name", "node_operator"))
+        where = f"node {node}" + (f" {name!r}" if name else "") + (f" ({op})" if op else "")
+        lines.append(f"  {where}: {error.desc()}")
+    if not lines and logger is not None:
+        lines = [f"  {message}" for message in logger.errors]
+    return "\n".join(lines) or "  (no error reported)"
+
+
+def _call(obj, attribute: str):
+    method = getattr(obj, attribute, None)  # node_name and node_operator are TensorRT 10+
+    return method() if method is not None else None
+
+
+class ConfigFromProfiles:
+    """network → builder config with every profile as a separate optimization profile, in order.
+
+    Called with the parsed network (Polygraphy's ``CreateConfig`` is called with builder and network).
+    """
+
+    def __init__(self, profiles: list[KeypointProfile], precision: str = DEFAULTS.precision, target: str | None = None,
+                 workspace_mib: int | None = DEFAULTS.workspace_mib, opt_level: int | None = DEFAULTS.opt_level,
+                 timing_cache: bytes | None = None, progress: bool = DEFAULTS.progress):
+        self.profiles, self.precision, self.target = profiles, precision, target
+        self.workspace_mib, self.opt_level, self.timing_cache, self.progress = workspace_mib, opt_level, timing_cache, progress
+
+    def __call__(self, parsed: ParsedNetwork) -> BuilderConfig:
+        config = parsed.builder.create_builder_config()
+        keep_alive = self._settings(config, parsed.backend)
+        pinned = parsed.backend.configure_precision(config, parsed.network, self.precision)
+        names = [parsed.network.get_input(i).name for i in range(parsed.network.num_inputs)]
+        seen = []
+        for profile in self.profiles:
+            trt_profile = profile.to_trt(parsed.builder, names)
+            if config.add_optimization_profile(trt_profile) < 0:
+                raise BuildError(f"TensorRT rejected optimization profile {profile.name!r}: " + "; ".join(parsed.logger.errors))
+            seen.append({n: dict(zip(("min", "opt", "max"), map(list, trt_profile.get_shape(n)))) for n in names})
+        if config.num_optimization_profiles != len(self.profiles):
+            raise BuildError(f"the builder holds {config.num_optimization_profiles} profiles, expected {len(self.profiles)}")
+        return BuilderConfig(config, seen, pinned, keep_alive)
+
+    def _settings(self, config, backend: Backend) -> tuple:
+        """Target, memory, optimization level, timing cache and progress; returns what TensorRT holds by reference."""
+        backend.configure_target(config, self.target)
+        if self.workspace_mib is not None:
+            config.set_memory_pool_limit(backend.module.MemoryPoolType.WORKSPACE, self.workspace_mib << 20)
+        if self.opt_level is not None:
+            config.builder_optimization_level = self.opt_level
+        keep_alive = []
+        if self.timing_cache is not None:
+            cache = config.create_timing_cache(self.timing_cache)
+            if not cache or not config.set_timing_cache(cache, ignore_mismatch=False):
+                raise BuildError("TensorRT rejected the timing cache (made by another TensorRT version or device?)")
+            keep_alive.append(cache)
+        monitor = make_progress_monitor(backend) if self.progress else None
+        if monitor is not None:
+            config.progress_monitor = monitor
+            keep_alive.append(monitor)
+        return tuple(keep_alive)
+
+
+class EngineBytesFromNetwork:
+    """(network, config) → serialized engine bytes; a builder failure is a BuildError with TensorRT's errors.
+
+    ``network``: a ParsedNetwork or a loader returning one; ``config``: a BuilderConfig or a
+    ``ConfigFromProfiles``, called with the network.
+    """
+
+    def __init__(self, network, config):
+        self.network, self.config = network, config
+
+    def __call__(self) -> bytes:
+        parsed: ParsedNetwork = _value(self.network)
+        built: BuilderConfig = self.config(parsed) if callable(self.config) else self.config
+        parsed.logger.errors.clear()
+        serialized = parsed.builder.build_serialized_network(parsed.network, built.config)
+        if serialized is None or serialized.nbytes == 0:
+            errors = "\n".join(f"  {message}" for message in parsed.logger.errors) or "  (no error reported)"
+            raise BuildError(f"{parsed.backend.name} could not build the engine:\n{errors}")
+        return bytes(memoryview(serialized))
+
+
+class SaveEngine:
+    """engine bytes → ``path`` and its manifest, both atomically; ``manifest`` maps the bytes to a Manifest."""
+
+    def __init__(self, engine, path: Path, manifest: Callable[[bytes], Manifest] | None = None):
+        self.engine, self.path, self.manifest = engine, Path(path), manifest
+
+    def __call__(self) -> Path:
+        data = _value(self.engine)
+        try:
+            with ExitStack() as stack:
+                # entered manifest first: contexts exit in reverse, so the engine is renamed into place first
+                manifest_tmp = stack.enter_context(atomic_path(manifest_path(self.path))) if self.manifest else None
+                engine_tmp = stack.enter_context(atomic_path(self.path))
+                engine_tmp.write_bytes(data)
+                if manifest_tmp is not None:
+                    manifest_tmp.write_text(self.manifest(data).to_json())
+        except OSError as error:
+            raise UserError(f"cannot write {self.path}: {error.strerror or error}") from error
+        return self.path
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def remove_stale_temporaries(output: Path) -> list[Path]:
+    """Remove ``.X.engine.*.tmp`` and ``.X.engine.json.*.tmp`` left by a build killed while writing."""
+    removed = []
+    for stale in sorted(output.parent.glob(f".{output.name}.*.tmp")):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _fp16_gate(fp32_onnx: Path, fp16_onnx: Path, graph: GraphSignature, options: BuildOptions, timer):
+    """Run the FP16 accuracy gate (a BuildError refuses the build), or warn that it was skipped."""
+    if not options.gate:
+        warnings.warn("the FP16 accuracy gate is skipped (--no-gate): the engine's matches are unchecked", stacklevel=3)
+        return None
+    from trt.engine.gate import check_fp16
+
+    with timer.step("fp16_gate"):
+        report = check_fp16(fp32_onnx, fp16_onnx, *graph.layout)
+    print(report, file=sys.stderr)
+    return report
+
+
+def fp16_onnx_path(output: Path) -> Path:
+    """Where the FP16 graph a strongly typed builder built from is kept: beside the engine."""
+    return output.parent / f"{output.stem}.fp16.onnx"
+
+
+def is_fp16_graph(graph: GraphSignature) -> bool:
+    from trt.onnx.fp16 import PRECISION_KEY
+
+    return graph.metadata.get(PRECISION_KEY) == "fp16"
+
+
+@dataclass
+class _Timer:
+    timings: dict = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None = None,
+                 precision: str = DEFAULTS.precision, builder: str = DEFAULTS.builder,
+                 target_sm: str | None = DEFAULTS.target_sm, workspace_mib: int | None = DEFAULTS.workspace_mib,
+                 timing_cache: Path | None = DEFAULTS.timing_cache, opt_level: int | None = DEFAULTS.opt_level,
+                 progress: bool = DEFAULTS.progress, gate: bool = DEFAULTS.gate) -> Path:
+    """Build ``onnx`` into ``output`` (default: the ONNX path with ``.engine``) and its manifest; return the path.
+
+    ``profiles``: a profile file; None takes the graph's static shapes, else ``profiles/<extractor>.toml``
+    (see ``trt.engine.profiles.load_profiles``). Nothing is written unless the build succeeds.
+    """
+    started = time.perf_counter()
+    options = BuildOptions(precision, builder, target_sm, workspace_mib, timing_cache, opt_level, progress, gate).check()
+    onnx = Path(onnx)
+    output = Path(output) if output is not None else onnx.with_suffix(".engine")
+    if not onnx.is_file():
+        raise UserError(f"ONNX file not found: {onnx}")
+    backend = get_backend(options.builder)
+    target = backend.target(options.target_sm)
+    if options.timing_cache is not None and not backend.supports_timing_cache():
+        raise UserError(f"{backend.name} {backend.version} has no timing cache: drop --timing-cache")
+    timer = _Timer()
+    with timer.step("profiles"):
+        graph = GraphSignature.from_onnx(onnx)
+        resolved = load_profiles(graph, Path(profiles) if profiles is not None else None)
+    _check_output(output)  # after the inputs are checked, before the long build
+    remove_stale_temporaries(output)
+    cache_in = None
+    if options.timing_cache is not None:  # an empty cache when the file does not exist yet
+        cache_in = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+
+    with ExitStack() as stack:
+        source, built_graph = onnx, graph
+        converted = None  # the FP16 variant made here, moved beside the engine once the build succeeds
+        gate_report = None
+        # A matcher graph gets its mixed-precision variant, gated; other graphs build FP16 by flags (full TensorRT).
+        if options.precision == "fp16" and not is_fp16_graph(graph) and (graph.layout or backend.needs_fp16_onnx):
+            from trt.onnx.fp16 import convert_to_mixed_fp16
+
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", suffix=".tmp",
+                                                                      dir=output.parent))
+            with timer.step("fp16_onnx"):
+                converted = convert_to_mixed_fp16(onnx, Path(workdir) / fp16_onnx_path(output).name)
+            gate_report = _fp16_gate(onnx, converted, graph, options, timer)
+            if backend.needs_fp16_onnx:  # strongly typed: precision comes from the graph's types
+                source, built_graph = converted, GraphSignature.from_onnx(converted)
+            else:
+                converted = None
+        with timer.step("parse"):
+            parsed = NetworkFromOnnxPath(source, backend)()
+        with timer.step("configure"):
+            config = ConfigFromProfiles(resolved, options.precision, target, options.workspace_mib, options.opt_level,
+                                        cache_in, options.progress)(parsed)
+        with timer.step("build"):
+            data = EngineBytesFromNetwork(parsed, config)()
+        if converted is not None:
+            # The engine's source, run by ONNX Runtime in its place, is the graph it was built from.
+            source = converted.replace(fp16_onnx_path(output))
+
+    record = {
+        # The path is relative to the engine's folder, so engine and ONNX can be moved together.
+        "onnx": {"path": os.path.relpath(source.resolve(), output.resolve().parent), "absolute": str(source.resolve()),
+                 "sha256": sha256_file(source), "metadata": dict(built_graph.metadata),
+                 **({"converted_from": {"path": str(onnx.resolve()), "sha256": sha256_file(onnx)}}
+                    if converted is not None else {})},
+        "builder": {"name": backend.name, "version": backend.version},
+        "target": {"compute_capability": target},
+        "precision": options.precision,
+        "extractor": graph.extractor,
+        "descriptor_dim": graph.layout[0] if graph.layout else None,
+        "scale_ori": graph.layout[1] if graph.layout else None,
+        "profiles": [ProfileRecord(**{**p.to_record(), "shapes": seen}) for p, seen in zip(resolved, config.profiles_seen)],
+        "inputs": [TensorRecord(i.name, i.dtype.name, list(i.shape)) for i in built_graph.inputs],
+        "outputs": [TensorRecord(o.name, o.dtype.name, list(o.shape)) for o in built_graph.outputs],
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "timings": dict(timer.timings),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "options": {
+            "profiles_file": str(profiles) if profiles is not None else None,
+            "workspace_mib": options.workspace_mib,
+            "opt_level": options.opt_level,
+            "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+            "fp16_gate": asdict(gate_report) if gate_report is not None else None,
+            "num_optimization_profiles": config.config.num_optimization_profiles,
+            "fp32_layers": config.pinned_fp32,
+        },
+    }
+
+    def manifest(engine_bytes: bytes) -> Manifest:
+        engine = {"file": output.name, "sha256": hashlib.sha256(engine_bytes).hexdigest(), "bytes": len(engine_bytes)}
+        return Manifest(engine=engine, **record)
+
+    SaveEngine(data, output, manifest)()
+    if options.timing_cache is not None:
+        write_bytes_atomic(options.timing_cache, bytes(memoryview(config.config.get_timing_cache().serialize())))
+    return output
+
+
+def _check_output(output: Path) -> None:
+    """Fail before the long build when ``output`` cannot be written: try a temporary file beside it."""
+    if output.suffix == ".json":
+        raise UserError(f"the engine path {output} ends in .json, the manifest's suffix: name it .engine")
+    check_writable(output)
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror or error}") from error

@@ -1,0 +1,118 @@
+"""The FP16 accuracy gate: an FP16 engine is only written if its graph matches like the FP32 one.
+
+Before a (long) FP16 build, the FP32 matcher graph and its mixed-precision variant both run on ONNX
+Runtime over a fixed set of pairs. ONNX Runtime's CPU kernels store every FP16 tensor in FP16 and
+accumulate in FP32, as TensorRT's FP16 kernels do, so overflow and rounding show up here as they would
+in the engine. The comparison uses every mutual match (threshold 0), the strictest set, which exists
+whatever the weights: match-set IoU, mean |Δscore| and the match-count ratio. IoU below ``MIN_IOU``
+refuses the build.
+
+The pairs are synthetic and seeded (keypoints in a 640×480 image, unit descriptors, the second image a
+jittered subset of the first), so the gate needs no images and gives the same figures every time.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trt.contract import OUTPUT_NAMES
+from trt.errors import BuildError
+from trt.features.base import Features, pack_pairs
+
+MIN_IOU = 0.95
+GATE_SIZES = ((512, 470), (1024, 950), (2048, 1900))
+GATE_IMAGE_SIZE = (640.0, 480.0)
+GATE_SEED = 20231
+
+
+def synthetic_features(descriptor_dim: int, scale_ori: bool, n: int, size: tuple[float, float],
+                       rng: np.random.Generator, like: Features | None = None) -> Features:
+    """Random-but-valid features; with ``like``, a jittered copy of a subset of it, so the pair matches."""
+    if like is None:
+        keypoints = rng.random((n, 2)) * (np.array(size) - 1)
+        descriptors = rng.random((n, descriptor_dim))
+        scales = rng.random(n) * 10 + 1
+        oris = (rng.random(n) * 2 - 1) * np.pi
+    else:
+        pick = rng.permutation(len(like))[:n]
+        keypoints = np.clip(like.keypoints[pick] + rng.normal(0, 0.2, (n, 2)), 0, np.array(size) - 1)
+        descriptors = like.descriptors[pick] + rng.normal(0, 0.01, (n, descriptor_dim))
+        scales = like.scales[pick] if like.scales is not None else rng.random(n) * 10 + 1
+        oris = like.oris[pick] if like.oris is not None else rng.random(n)
+    descriptors = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
+    return Features(
+        keypoints.astype(np.float32), descriptors.astype(np.float32), (float(size[0]), float(size[1])),
+        scores=rng.random(n).astype(np.float32),
+        scales=scales.astype(np.float32) if scale_ori else None,
+        oris=oris.astype(np.float32) if scale_ori else None,
+    )
+
+
+def gate_pairs(descriptor_dim: int, scale_ori: bool) -> list[tuple[Features, Features]]:
+    rng = np.random.default_rng(GATE_SEED)
+    pairs = []
+    for n0, n1 in GATE_SIZES:
+        first = synthetic_features(descriptor_dim, scale_ori, n0, GATE_IMAGE_SIZE, rng)
+        pairs.append((first, synthetic_features(descriptor_dim, scale_ori, n1, GATE_IMAGE_SIZE, rng, like=first)))
+    return pairs
+
+
+@dataclass(frozen=True)
+class GateReport:
+    iou: float  # |FP32 ∩ FP16| / |FP32 ∪ FP16| over all pairs' mutual matches
+    mean_abs_score_delta: float  # over keypoints matched in either model
+    count_ratio: float  # FP16 matches / FP32 matches
+    fp32_matches: int
+    fp16_matches: int
+
+    @property
+    def passed(self) -> bool:
+        return self.iou >= MIN_IOU
+
+    def __str__(self) -> str:
+        return (f"FP16 vs FP32 on {len(GATE_SIZES)} fixed pairs: match-set IoU {self.iou:.4f} (gate {MIN_IOU}), "
+                f"mean |Δscore| {self.mean_abs_score_delta:.2e}, match count {self.fp16_matches}/{self.fp32_matches} "
+                f"= {self.count_ratio:.3f}")
+
+
+def _run(model: Path, feeds_list: list[dict]) -> list[dict]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return [dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds))) for feeds in feeds_list]
+
+
+def compare_precisions(fp32_onnx: Path, fp16_onnx: Path, descriptor_dim: int, scale_ori: bool) -> GateReport:
+    """Run both graphs on the gate's pairs and compare their mutual matches."""
+    feeds_list = [pack_pairs([pair], len(pair[0]), len(pair[1]), threshold=0.0)
+                  for pair in gate_pairs(descriptor_dim, scale_ori)]
+    reference, candidate = _run(fp32_onnx, feeds_list), _run(fp16_onnx, feeds_list)
+    shared = count32 = count16 = 0
+    deltas = []
+    for out32, out16 in zip(reference, candidate):
+        m32, m16 = out32["matches0"][0], out16["matches0"][0]
+        matched32, matched16 = m32 > -1, m16 > -1
+        shared += int(np.sum(matched32 & (m32 == m16)))
+        count32, count16 = count32 + int(matched32.sum()), count16 + int(matched16.sum())
+        deltas.append(np.abs(out32["mscores0"][0] - out16["mscores0"][0])[matched32 | matched16])
+    delta = np.concatenate(deltas)
+    union = count32 + count16 - shared
+    return GateReport(
+        iou=shared / union if union else 1.0,
+        mean_abs_score_delta=float(delta.mean()) if delta.size else 0.0,
+        count_ratio=count16 / count32 if count32 else float(count16 == 0),
+        fp32_matches=count32,
+        fp16_matches=count16,
+    )
+
+
+def check_fp16(fp32_onnx: Path, fp16_onnx: Path, descriptor_dim: int, scale_ori: bool) -> GateReport:
+    """The gate's report, or a BuildError with its figures when the FP16 graph falls below the gate."""
+    report = compare_precisions(fp32_onnx, fp16_onnx, descriptor_dim, scale_ori)
+    if not report.passed:
+        raise BuildError(f"{report}: the FP16 model does not match like the FP32 one, so no engine was written. "
+                         "Build fp32, or pass --no-gate to build it anyway")
+    return report

@@ -1,0 +1,136 @@
+"""The manifest: a JSON sidecar ``X.engine.json`` that says what ``X.engine`` is and how it was built.
+
+The runtime reads it to pick a profile for each request and to check the engine before it is used;
+the builder writes it, atomically, only after the engine file itself is in place. Its layout::
+
+    {
+      "format": "lightglue-trt-engine/1",
+      "engine": {"file": "sift.engine", "sha256": "...", "bytes": 123},
+      "onnx": {"path": "as given", "absolute": "/abs/sift.onnx", "sha256": "...", "metadata": {...}},
+      "builder": {"name": "tensorrt" | "tensorrt-rtx", "version": "1.7.1.116"},
+      "target": {"compute_capability": "8.9"},        # null for full TensorRT: the local GPU
+      "precision": "fp32" | "fp16",
+      "extractor": "sift", "descriptor_dim": 128, "scale_ori": true,   # null for a non-matcher graph
+      "profiles": [                                     # in engine profile order (index = TRT index)
+        {"name": "n512", "batch": [1, 1, 4], "keypoints0": [1, 512, 512], "keypoints1": [1, 512, 512],
+         "shapes": {"kpts0": {"min": [1, 1, 2], "opt": [1, 512, 2], "max": [4, 512, 2]}, ...}}
+      ],
+      "inputs":  [{"name": "kpts0", "dtype": "float32", "shape": ["B", "N0", 2]}, ...],
+      "outputs": [{"name": "matches0", "dtype": "int32", "shape": ["B", "N0"]}, ...],
+      "build_seconds": 41.2, "timings": {"parse": 0.3, "build": 40.1, ...},
+      "created": "2025-01-01T00:00:00Z",
+      "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...}
+    }
+
+``batch``/``keypoints0``/``keypoints1`` are null in a profile of a graph without the matcher contract
+(a static graph built with a single profile); ``shapes`` is always complete.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from trt.errors import EngineError
+from trt.fileio import write_text_atomic
+
+FORMAT = "lightglue-trt-engine/1"
+SUFFIX = ".json"
+
+
+def manifest_path(engine_path: Path) -> Path:
+    """``X.engine`` → ``X.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + SUFFIX)
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    name: str
+    dtype: str  # numpy spelling: "float32", "int32", "float16", ...
+    shape: list  # ints, or symbolic names ("B", "N0") / -1 for dynamic dimensions
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    name: str
+    batch: list | None  # [min, opt, max]; None for a non-matcher graph
+    keypoints0: list | None
+    keypoints1: list | None
+    shapes: dict  # input name -> {"min": [...], "opt": [...], "max": [...]}
+
+    def fits(self, batch: int, n0: int, n1: int) -> bool:
+        """Whether a request of B pairs with N0 and N1 keypoints lies inside this profile as it is."""
+        if self.batch is None or self.keypoints0 is None or self.keypoints1 is None:
+            return False
+        return all(lo <= v <= hi for v, (lo, _, hi) in zip((batch, n0, n1), (self.batch, self.keypoints0, self.keypoints1)))
+
+    def accepts(self, batch: int, n0: int, n1: int) -> bool:
+        """Whether the request fits once N0 and N1 are padded up to this profile (at least to its min)."""
+        if self.batch is None or self.keypoints0 is None or self.keypoints1 is None:
+            return False
+        return self.batch[0] <= batch <= self.batch[2] and n0 <= self.keypoints0[2] and n1 <= self.keypoints1[2]
+
+
+@dataclass
+class Manifest:
+    engine: dict  # {"file": name beside the manifest, "sha256", "bytes"}
+    onnx: dict  # {"path", "absolute", "sha256", "metadata"}
+    builder: dict  # {"name": "tensorrt" | "tensorrt-rtx", "version"}
+    target: dict  # {"compute_capability": "8.9" | None}
+    precision: str  # "fp32" | "fp16"
+    extractor: str | None
+    descriptor_dim: int | None
+    scale_ori: bool | None
+    profiles: list[ProfileRecord]
+    inputs: list[TensorRecord]
+    outputs: list[TensorRecord]
+    build_seconds: float
+    timings: dict = field(default_factory=dict)  # step name -> seconds
+    created: str = ""  # ISO 8601, UTC
+    options: dict = field(default_factory=dict)  # workspace_mib, opt_level, timing_cache, builder flags
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data = {"format": data.pop("format"), **data}
+        return json.dumps(data, indent=2) + "\n"
+
+    def write(self, engine_path: Path) -> Path:
+        """Write the sidecar of ``engine_path`` atomically; return its path."""
+        return write_text_atomic(manifest_path(engine_path), self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        known = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name not in ("timings", "created", "options"))
+        if missing:
+            raise ValueError(f"missing fields: {', '.join(missing)}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["profiles"] = [ProfileRecord(**p) for p in data["profiles"]]
+        values["inputs"] = [TensorRecord(**t) for t in data["inputs"]]
+        values["outputs"] = [TensorRecord(**t) for t in data["outputs"]]
+        return cls(**values)
+
+    def profile_index(self, batch: int, n0: int, n1: int) -> int | None:
+        """Index of the first profile (profile files list them smallest first) that accepts the request once
+        padded (``ProfileRecord.accepts``), or None when none does."""
+        return next((i for i, p in enumerate(self.profiles) if p.accepts(batch, n0, n1)), None)
+
+
+def load_manifest(engine_path: Path) -> Manifest | None:
+    """The manifest beside ``engine_path``; None when there is none, EngineError when it is unreadable."""
+    path = manifest_path(engine_path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise EngineError(f"cannot read engine manifest {path}: {error.strerror}") from error
+    try:
+        return Manifest.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
+        raise EngineError(f"corrupt engine manifest {path}: {error}") from error

@@ -1,0 +1,127 @@
+"""The mixed-precision variant of a matcher graph, for strongly typed builders (tensorrt-rtx).
+
+The transformer layers and the input projection (``/transformers.*``, ``/input_proj*`` scopes: where
+the time goes) run in FP16. Keypoint normalisation, the positional encoding, the assignment with its
+two log-softmaxes, matchability and the match filtering stay FP32: pixel coordinates, the arguments of
+cos/sin, and log-sum-exps over thousands of entries lose too many digits in FP16. The graph's inputs
+and outputs keep their FP32/int32 types, so the tensor contract is unchanged.
+
+Casts sit only at the region's borders: FP32 tensors entering it are cast to FP16 once each, FP16
+tensors leaving it are cast back.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from trt.errors import ContractError, UserError
+from trt.fileio import atomic_path
+from trt.onnx.clean import infer_symbolic_shapes, unresolved_shapes
+
+FP16_SCOPES = ("/transformers.", "/input_proj")
+PRECISION_KEY = "lightglue.precision"
+
+
+def _in_region(node: onnx.NodeProto) -> bool:
+    return node.name.startswith(FP16_SCOPES)
+
+
+def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = model.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _to_fp16_tensor(tensor: TensorProto, name: str) -> TensorProto:
+    array = numpy_helper.to_array(tensor)
+    if np.any(np.abs(array[np.isfinite(array)]) > np.finfo(np.float16).max):
+        raise ContractError(f"constant {tensor.name or name} does not fit in FP16")
+    return numpy_helper.from_array(array.astype(np.float16), name)
+
+
+def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with the transformer region in FP16 (see module docstring)."""
+    model = infer_symbolic_shapes(model)
+    graph = model.graph
+    region = [node for node in graph.node if _in_region(node)]
+    if not region:
+        raise ContractError(f"no {' or '.join(FP16_SCOPES)} nodes: not a matcher graph exported by this project")
+    types = _tensor_types(model)
+    produced_in_region = {output for node in region for output in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    used_outside = {name for node in graph.node if not _in_region(node) for name in node.input}
+    used_outside |= {output.name for output in graph.output}
+
+    new_nodes, casts_in, fp16_initializers = [], {}, {}
+
+    def region_input(name: str) -> str:
+        """The FP16 name under which region nodes read the FP32 tensor ``name``."""
+        if name in initializers:
+            fp16_name = name if name not in used_outside else f"{name}__fp16"
+            fp16_initializers.setdefault(fp16_name, _to_fp16_tensor(initializers[name], fp16_name))
+            return fp16_name
+        if name not in casts_in:
+            casts_in[name] = f"{name}__fp16"
+            new_nodes.append(helper.make_node("Cast", [name], [casts_in[name]], name=f"{name}__to_fp16",
+                                              to=TensorProto.FLOAT16))
+        return casts_in[name]
+
+    for node in region:
+        for index, name in enumerate(node.input):
+            if name and name not in produced_in_region and types.get(name) == TensorProto.FLOAT:
+                node.input[index] = region_input(name)
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.FLOAT16
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == TensorProto.FLOAT:
+                attribute.t.CopyFrom(_to_fp16_tensor(attribute.t, attribute.t.name))
+
+    # FP16 tensors leaving the region: every outside reader gets an FP32 copy.
+    leaving = {name for name in produced_in_region if name in used_outside and types.get(name) == TensorProto.FLOAT}
+    renamed = {name: f"{name}__fp32" for name in leaving}
+    for node in graph.node:
+        if not _in_region(node):
+            for index, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[index] = renamed[name]
+    for output in graph.output:
+        if output.name in leaving:
+            raise ContractError(f"graph output {output.name} comes straight from the FP16 region")
+    for name, fp32_name in renamed.items():
+        new_nodes.append(helper.make_node("Cast", [name], [fp32_name], name=f"{name}__to_fp32", to=TensorProto.FLOAT))
+
+    kept_initializers = [init for init in graph.initializer if init.name not in fp16_initializers]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_initializers + list(fp16_initializers.values()))
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
+
+    import onnx_graphsurgeon as gs
+
+    sorted_graph = gs.import_onnx(model)
+    sorted_graph.cleanup().toposort()
+    converted = gs.export_onnx(sorted_graph)
+    converted.metadata_props.extend(p for p in model.metadata_props if p.key != PRECISION_KEY)
+    converted.metadata_props.add(key=PRECISION_KEY, value="fp16")
+    converted = infer_symbolic_shapes(converted)
+    problems = unresolved_shapes(converted)
+    if problems:
+        raise ContractError("the FP16 graph has tensors without a full shape: " + "; ".join(problems[:10]))
+    onnx.checker.check_model(converted, full_check=True)
+    return converted
+
+
+def convert_to_mixed_fp16(onnx_in: Path, onnx_out: Path) -> Path:
+    """Write the mixed-precision variant of ``onnx_in`` to ``onnx_out`` (atomically) and return its path."""
+    try:
+        model = onnx.load(str(onnx_in))
+    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as error:
+        raise UserError(f"cannot read ONNX file {onnx_in}: {error}") from None
+    converted = mixed_fp16(model)
+    with atomic_path(Path(onnx_out)) as tmp:
+        tmp.write_bytes(converted.SerializeToString())
+    return Path(onnx_out)

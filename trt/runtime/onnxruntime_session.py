@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: runs the matcher ONNX (an engine's source model) where TensorRT cannot run.
+
+Same interface as the TensorRT session. Given the profiles of the engine it stands in for, it takes
+the same requests the engine would (and refuses the same ones), so results and batching do not depend
+on the backend; without them it takes any shape (``Profile.dynamic``).
+"""
+
+import os
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from trt.contract import OUTPUT_NAMES, infer_layout, input_specs
+from trt.errors import ContractError, EngineError
+from trt.runtime.base import Profile, Runner
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (hyper-threads share a core's arithmetic units)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = set()
+    try:
+        with open("/proc/cpuinfo") as file:
+            physical_id = "0"
+            for line in file:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    physical_id = value
+                elif key == "core id":
+                    cores.add((physical_id, value))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or available, available))
+
+
+class OnnxRuntimeSession(Runner):
+    """The matcher ONNX on ONNX Runtime (CPU by default): ``with OnnxRuntimeSession(path) as s: s.infer(feeds)``.
+
+    ``profiles``: the engine's profiles when standing in for one, else any shape is taken.
+    ``providers``: ONNX Runtime execution providers, CPU when None. Session options: intra-op threads
+    = physical cores (``threads`` overrides), graph optimisation ``ORT_ENABLE_ALL``.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        profiles: Optional[Sequence[Profile]] = None,
+        providers: Optional[Sequence[str]] = None,
+        threads: Optional[int] = None,
+    ):
+        super().__init__(f"ONNX Runtime session of {onnx_path}", profiles=list(profiles) if profiles else [Profile.dynamic()])
+        self.onnx_path = Path(onnx_path)
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.threads = threads or physical_cores()
+        self._session = None
+
+    def activate_impl(self) -> None:
+        import onnxruntime
+
+        if not self.onnx_path.is_file():
+            raise EngineError(f"no ONNX model at {self.onnx_path}")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=self.providers)
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise EngineError(f"ONNX Runtime cannot load {self.onnx_path}: {error}") from error
+        inputs = session.get_inputs()
+        descriptor_dim, scale_ori = infer_layout([i.name for i in inputs], {i.name: tuple(i.shape) for i in inputs})
+        outputs = {o.name for o in session.get_outputs()}
+        missing = [name for name in OUTPUT_NAMES if name not in outputs]
+        if missing:
+            raise ContractError(f"{self.onnx_path} lacks the matcher outputs {', '.join(missing)}")
+        self.input_specs = input_specs(descriptor_dim, scale_ori)
+        self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        self._session = session
+
+    def infer_impl(self, feeds, profile_index):
+        start = time.perf_counter()
+        values = self._session.run(OUTPUT_NAMES, feeds)
+        return dict(zip(OUTPUT_NAMES, values)), {"compute": time.perf_counter() - start}
+
+    def deactivate_impl(self) -> None:
+        self._session = None

@@ -1,0 +1,151 @@
+"""What trt_infer.py writes: matches as JSON or npz, and a side-by-side picture of them.
+
+Every writer renders to bytes first and then writes atomically (``trt.fileio``): a failed run leaves
+no file, never a partial one. The layout, for one pair (JSON keys and npz arrays alike)::
+
+    image0, image1            paths (or "" for arrays)
+    image_size0, image_size1  (width, height)
+    keypoints0 [N0, 2], keypoints1 [N1, 2]   (x, y) original-image pixels, pixel centres at integers
+    matches [K, 2]            (index in keypoints0, index in keypoints1)
+    scores [K]                match scores
+    threshold                 the score threshold used
+    timings                   seconds per stage (JSON object; in npz a JSON string)
+    engine                    engine summary: file, backend, builder, precision, profiles (idem)
+"""
+
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from trt.errors import UserError
+from trt.fileio import write_bytes_atomic
+from trt.runtime.matcher import MatchResult
+
+FORMATS = {".json": "json", ".npz": "npz"}
+
+
+def output_format(path: Path) -> str:
+    """``json`` or ``npz`` from the file's suffix; a UserError for any other."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UserError(f"cannot tell the format of {path}: name it .json or .npz")
+    return fmt
+
+
+def result_record(result: MatchResult, image0: str = "", image1: str = "", threshold: Optional[float] = None) -> dict:
+    """The result as plain Python values (lists, floats), ready for JSON."""
+    return {
+        "image0": str(image0),
+        "image1": str(image1),
+        "image_size0": [float(v) for v in result.image_size0],
+        "image_size1": [float(v) for v in result.image_size1],
+        "keypoints0": result.keypoints0.tolist(),
+        "keypoints1": result.keypoints1.tolist(),
+        "matches": result.matches.tolist(),
+        "scores": result.scores.tolist(),
+        "threshold": threshold,
+        "timings": {k: float(v) for k, v in result.timings.items()},
+        "engine": result.engine,
+    }
+
+
+def encode_json(record: dict) -> bytes:
+    return (json.dumps(record, indent=1) + "\n").encode()
+
+
+def encode_npz(record: dict) -> bytes:
+    """npz without pickled objects: arrays as arrays, the rest as JSON strings or plain numbers."""
+    arrays = {
+        "image0": np.str_(record["image0"]),
+        "image1": np.str_(record["image1"]),
+        "image_size0": np.asarray(record["image_size0"], np.float32),
+        "image_size1": np.asarray(record["image_size1"], np.float32),
+        "keypoints0": np.asarray(record["keypoints0"], np.float32).reshape(-1, 2),
+        "keypoints1": np.asarray(record["keypoints1"], np.float32).reshape(-1, 2),
+        "matches": np.asarray(record["matches"], np.int64).reshape(-1, 2),
+        "scores": np.asarray(record["scores"], np.float32),
+        "threshold": np.float32(np.nan if record["threshold"] is None else record["threshold"]),
+        "timings": np.str_(json.dumps(record["timings"])),
+        "engine": np.str_(json.dumps(record["engine"])),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def encode_matches(record: dict, fmt: str) -> bytes:
+    return encode_json(record) if fmt == "json" else encode_npz(record)
+
+
+def write_matches(path: Path, result: MatchResult, image0: str = "", image1: str = "", threshold: Optional[float] = None) -> Path:
+    """Write one pair's matches to ``path`` (.json or .npz), atomically; return the path."""
+    fmt = output_format(path)
+    return write_bytes_atomic(Path(path), encode_matches(result_record(result, image0, image1, threshold), fmt))
+
+
+def score_colors(scores: np.ndarray) -> np.ndarray:
+    """BGR colour per score in [0, 1]: red (low) through yellow to green (high)."""
+    s = np.clip(np.asarray(scores, np.float32), 0, 1)
+    red = np.where(s < 0.5, 255, 255 * (1 - s) * 2)
+    green = np.where(s < 0.5, 255 * s * 2, 255)
+    return np.stack([np.zeros_like(s), green, red], axis=1).astype(np.uint8)
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) grayscale or (H, W, 3) RGB (read_image's layouts) as BGR for OpenCV."""
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+def draw_matches(image0: np.ndarray, image1: np.ndarray, result: MatchResult, gap: int = 10,
+                 max_lines: int = 150) -> np.ndarray:
+    """Both images side by side (BGR), keypoints as dots, matches as lines coloured by score.
+
+    At most ``max_lines`` matches are drawn (an even sample), so the picture stays readable; the caption
+    gives the full count.
+    """
+    left, right = _as_bgr(image0), _as_bgr(image1)
+    height = max(left.shape[0], right.shape[0])
+    canvas = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, np.uint8)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    offset = left.shape[1] + gap
+    canvas[: right.shape[0], offset:] = right
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 pixel
+
+    def point(xy, dx=0.0):
+        return (int(round((xy[0] + dx) * (1 << shift))), int(round(xy[1] * (1 << shift))))
+
+    for xy in result.keypoints0:
+        cv2.circle(canvas, point(xy), 1 << shift, (255, 160, 0), -1, cv2.LINE_AA, shift)
+    for xy in result.keypoints1:
+        cv2.circle(canvas, point(xy, offset), 1 << shift, (255, 160, 0), -1, cv2.LINE_AA, shift)
+    shown = np.unique(np.linspace(0, len(result.matches) - 1, min(max_lines, len(result.matches))).astype(int))
+    for (i, j), color in zip(result.matches[shown], score_colors(result.scores[shown])):
+        color = tuple(int(c) for c in color)
+        a, b = point(result.keypoints0[i]), point(result.keypoints1[j], offset)
+        cv2.line(canvas, a, b, color, 1, cv2.LINE_AA, shift)
+        cv2.circle(canvas, a, 3 << shift, color, 1, cv2.LINE_AA, shift)
+        cv2.circle(canvas, b, 3 << shift, color, 1, cv2.LINE_AA, shift)
+    caption = f"{len(result.keypoints0)} / {len(result.keypoints1)} keypoints, {len(result.matches)} matches"
+    if len(shown) < len(result.matches):
+        caption += f" ({len(shown)} drawn)"
+    (width, height), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
+    cv2.rectangle(canvas, (0, 0), (width + 16, height + baseline + 12), (0, 0, 0), -1)
+    cv2.putText(canvas, caption, (8, height + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def encode_png(image_bgr: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image_bgr)
+    if not ok:
+        raise UserError("OpenCV could not encode the visualisation as PNG")
+    return data.tobytes()
+
+
+def check_png_path(path: Path) -> Path:
+    if Path(path).suffix.lower() != ".png":
+        raise UserError(f"the visualisation {path} must be a .png file")
+    return Path(path)

@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on ONNX Runtime.
+
+    python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
+    python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
+
+A pairs file has one "image0 image1" per line (paths relative to the pairs file's folder; blank lines
+and lines starting with # are skipped); each pair's matches go to OUTPUT_DIR/<image0>__<image1>.<format>.
+Outputs are written atomically: a failed run leaves no partial file. See trt/runtime/outputs.py for
+the file layout and trt/runtime/matcher.py for the Python API.
+"""
+
+import argparse
+import sys
+import time
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+from trt.cli import run
+from trt.contract import DEFAULT_THRESHOLD
+from trt.errors import UserError
+from trt.extractors import EXTRACTORS
+from trt.fileio import check_writable, write_bytes_atomic
+from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+
+FEATURE_CACHE = 64  # images whose features are kept while going through a pairs file
+CHUNK = 32  # pairs read and matched together in a pairs run (the matcher batches within it)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="*", type=Path, help="two images to match (or use --pairs)")
+    parser.add_argument("--engine", type=Path, required=True, help="the .engine file (its manifest X.engine.json beside it)")
+    parser.add_argument("--onnx", type=Path, help="the engine's source ONNX, if not where its manifest says")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="match score threshold")
+    parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: 4096, or what the engine holds)")
+    parser.add_argument("--resize", type=int, default=DEFAULT_RESIZE,
+                        help="long side of the image SIFT runs on, in pixels; 0 for the original size")
+    parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
+    parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
+    parser.add_argument("--output", type=Path, help="matches of the pair: .json or .npz")
+    parser.add_argument("--viz", type=Path, help="picture of the matches: .png")
+    parser.add_argument("--pairs", type=Path, help="text file of image pairs, one 'image0 image1' per line")
+    parser.add_argument("--output-dir", type=Path, help="with --pairs: folder for one matches file per pair")
+    parser.add_argument("--format", choices=("json", "npz"), default="json", help="with --pairs: file format")
+    args = parser.parse_args(argv)
+    if args.pairs is None:
+        if len(args.images) != 2:
+            parser.error("give two images, or --pairs FILE --output-dir DIR")
+        if args.output_dir is not None:
+            parser.error("--output-dir goes with --pairs; for one pair use --output")
+    else:
+        if args.images:
+            parser.error("give either two images or --pairs, not both")
+        if args.output_dir is None:
+            parser.error("--pairs needs --output-dir")
+        if args.output is not None or args.viz is not None:
+            parser.error("--output and --viz are for one pair; with --pairs use --output-dir")
+    if args.max_keypoints is not None and args.max_keypoints < 2:
+        parser.error("--max-keypoints must be at least 2")
+    if args.resize < 0:
+        parser.error("--resize must be positive, or 0 for the original size")
+    return args
+
+
+def make_matcher(args) -> Matcher:
+    return Matcher.from_engine(
+        args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
+        max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
+        cuda_graphs=args.cuda_graphs,
+    )
+
+
+def format_timings(timings: dict) -> str:
+    stages = [f"{k} {timings[k] * 1e3:.1f} ms" for k in ("extract", "match") if k in timings]
+    inner = [f"{k} {timings[k] * 1e3:.1f}" for k in ("h2d", "compute", "d2h") if k in timings]
+    return ", ".join(stages) + (f" ({', '.join(inner)} ms)" if inner else "")
+
+
+def match_one(args) -> list[Path]:
+    """Match the two images; write --output and --viz; return the paths written."""
+    from trt.features.image import read_image
+    from trt.runtime import outputs
+
+    fmt = outputs.output_format(args.output) if args.output else None
+    for path in filter(None, (args.output, args.viz and outputs.check_png_path(args.viz))):
+        check_writable(path)
+    images = [read_image(path) for path in args.images]
+    with make_matcher(args) as matcher:
+        result = matcher.match(*images)
+    files = []  # rendered in full before anything is written
+    if args.output:
+        record = outputs.result_record(result, *args.images, threshold=args.threshold)
+        files.append((args.output, outputs.encode_matches(record, fmt)))
+    if args.viz:
+        files.append((args.viz, outputs.encode_png(outputs.draw_matches(*images, result))))
+    for path, data in files:
+        write_bytes_atomic(path, data)
+
+    for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
+        print(f"image{index} {path}: {len(keypoints)} keypoints")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
+    print(f"time: {format_timings(result.timings)}")
+    for path, _ in files:
+        print(f"wrote {path}")
+    return [path for path, _ in files]
+
+
+def read_pairs(path: Path) -> list[tuple[Path, Path]]:
+    """Pairs of image paths, relative ones taken from the pairs file's folder; every image must exist."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"no pairs file at {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read pairs file {path}: {error}") from None
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        names = line.split()
+        if len(names) != 2:
+            raise UserError(f"{path}:{number}: expected two image paths, got {len(names)} field(s): {line!r}")
+        pair = tuple(p if p.is_absolute() else path.parent / p for p in map(Path, names))
+        for image in pair:
+            if not image.is_file():
+                raise UserError(f"{path}:{number}: no image at {image}")
+        pairs.append(pair)
+    if not pairs:
+        raise UserError(f"{path} lists no pairs")
+    return pairs
+
+
+def pair_filename(pair: tuple[Path, Path], base: Path, fmt: str) -> str:
+    def name(image: Path) -> str:
+        try:
+            image = image.relative_to(base)
+        except ValueError:
+            pass
+        return "-".join(part for part in image.parts if part not in ("/", "..")).replace(" ", "_")
+
+    return f"{name(pair[0])}__{name(pair[1])}.{fmt}"
+
+
+def match_pairs(args) -> list[Path]:
+    """Match every pair of --pairs into --output-dir; return the paths written."""
+    from tqdm import tqdm
+
+    from trt.features.image import read_image
+    from trt.runtime import outputs
+
+    pairs = read_pairs(args.pairs)
+    check_writable(args.output_dir / f"probe.{args.format}")
+    cache: OrderedDict = OrderedDict()
+    written, matches, times = [], 0, {"extract": 0.0, "match": 0.0}
+    with make_matcher(args) as matcher, tqdm(total=len(pairs), unit="pair", file=sys.stderr) as progress:
+
+        def features(path: Path):
+            if path not in cache:
+                start = time.perf_counter()
+                cache[path] = matcher.extract(read_image(path))
+                times["extract"] += time.perf_counter() - start
+                if len(cache) > FEATURE_CACHE:
+                    cache.popitem(last=False)
+            cache.move_to_end(path)
+            return cache[path]
+
+        for first in range(0, len(pairs), CHUNK):
+            chunk = pairs[first : first + CHUNK]
+            chunk_features = [(features(a), features(b)) for a, b in chunk]
+            start = time.perf_counter()
+            results = matcher.match_pairs(chunk_features)
+            times["match"] += time.perf_counter() - start
+            for pair, result in zip(chunk, results):
+                path = args.output_dir / pair_filename(pair, args.pairs.parent, args.format)
+                record = outputs.result_record(result, *pair, threshold=args.threshold)
+                written.append(write_bytes_atomic(path, outputs.encode_matches(record, args.format)))
+                matches += len(result)
+            progress.update(len(chunk))
+    print(f"{len(pairs)} pairs, {matches / len(pairs):.1f} matches per pair ({matcher.summary['backend']})")
+    print(f"time: {format_timings(times)} in total")
+    print(f"wrote {len(written)} files to {args.output_dir}")
+    return written
+
+
+def main(argv=None) -> list[Path]:
+    args = parse_args(argv)
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
+    return match_pairs(args) if args.pairs is not None else match_one(args)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -16,6 +16,14 @@ def data_dir() -> Path:
     return path
 
 
+def profile_toml(*buckets: tuple[str, int, int, int], batch: tuple[int, int, int] = (1, 1, 1)) -> str:
+    """A profile file's text: ``buckets`` of (name, min, opt, max) keypoints, one batch range."""
+    lines = ["[batch]", f"min = {batch[0]}", f"opt = {batch[1]}", f"max = {batch[2]}"]
+    for name, low, opt, high in buckets:
+        lines += ["", "[[profile]]", f'name = "{name}"', f"keypoints = {{ min = {low}, opt = {opt}, max = {high} }}"]
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")

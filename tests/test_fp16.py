@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import profile_toml
 from onnx import TensorProto, numpy_helper
 
 import trt.onnx.fp16 as fp16_module
@@ -17,16 +18,7 @@ from trt.extractors import get_extractor
 from trt.onnx.fp16 import FP16_SCOPES, PRECISION_KEY, convert_to_mixed_fp16
 
 SIFT = get_extractor("sift")
-SMALL_PROFILES = """
-[batch]
-min = 1
-opt = 1
-max = 1
-
-[[profile]]
-name = "n64"
-keypoints = { min = 1, opt = 64, max = 64 }
-"""
+SMALL_PROFILES = profile_toml(("n64", 1, 64, 64))
 
 
 @pytest.fixture(scope="module")

@@ -77,16 +77,20 @@ def unresolved_shapes(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
+def describe_fully(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """Infer every tensor's shape afresh and check the result, or a ContractError naming ``what``."""
+    del model.graph.value_info[:]
+    model = infer_symbolic_shapes(model)
+    problems = unresolved_shapes(model)
+    if problems:
+        raise ContractError(f"{what} has tensors without a full shape: " + "; ".join(problems[:20]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def prepare_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:
     """checker → symbolic shapes → fold/clean-up/toposort → shapes again → checker, or a ContractError."""
     onnx.checker.check_model(model, full_check=False)
     model = fold_and_clean(infer_symbolic_shapes(deduplicate_initializers(model)))
     # Folding rewrites tensors: infer again so the final graph is fully described.
-    del model.graph.value_info[:]
-    model = infer_symbolic_shapes(model)
-    model = deduplicate_initializers(model)
-    problems = unresolved_shapes(model)
-    if problems:
-        raise ContractError("shape inference left tensors without a full shape: " + "; ".join(problems[:20]))
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return describe_fully(deduplicate_initializers(model), "the exported graph")

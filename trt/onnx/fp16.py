@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trt.errors import ContractError, UserError
 from trt.fileio import atomic_path
-from trt.onnx.clean import infer_symbolic_shapes, unresolved_shapes
+from trt.onnx.clean import describe_fully, infer_symbolic_shapes
 
 FP16_SCOPES = ("/transformers.", "/input_proj")
 PRECISION_KEY = "lightglue.precision"
@@ -107,12 +107,7 @@ def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     converted = gs.export_onnx(sorted_graph)
     converted.metadata_props.extend(p for p in model.metadata_props if p.key != PRECISION_KEY)
     converted.metadata_props.add(key=PRECISION_KEY, value="fp16")
-    converted = infer_symbolic_shapes(converted)
-    problems = unresolved_shapes(converted)
-    if problems:
-        raise ContractError("the FP16 graph has tensors without a full shape: " + "; ".join(problems[:10]))
-    onnx.checker.check_model(converted, full_check=True)
-    return converted
+    return describe_fully(converted, "the FP16 graph")
 
 
 def convert_to_mixed_fp16(onnx_in: Path, onnx_out: Path) -> Path:

@@ -10,6 +10,8 @@ PRECISION  ?= fp32
 PROFILES   ?= profiles/$(EXTRACTOR).toml
 TARGET_SM  ?= 8.9
 DEMO_DIR   ?= out/demo
+BENCH_DIR  ?= out/bench
+EVAL_DIR   ?= out/eval
 
 ifeq ($(WEIGHTS),official)
   WEIGHTS_FLAG :=
@@ -66,6 +68,16 @@ demo:
 
 test:
 	$(PYTHON) -m pytest -q -ra --durations=15
+
+# Latency of every backend side by side (ONNX Runtime, TensorRT where a GPU is, our torch module, kornia's
+# reference), the SIFT front-end against bare OpenCV, and engine build time per profile count.
+bench:
+	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
+	$(PYTHON) bench/build_bench.py
+
+# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
+eval:
+	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR)
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

@@ -4,25 +4,14 @@ import numpy as np
 import torch
 
 from trt.engine.gate import synthetic_features
+from trt.evaluation.bench import kornia_reference
 from trt.extractors import Extractor
 from trt.features.base import Features
-from trt.models.weights import rename_keys
 
 
 def kornia_matcher(extractor: Extractor, state_dict: dict):
-    from kornia.feature import LightGlue
-
-    matcher = LightGlue(
-        features=None,
-        input_dim=extractor.descriptor_dim,
-        add_scale_ori=extractor.scale_ori,
-        depth_confidence=-1,
-        width_confidence=-1,
-        filter_threshold=0.0,
-    ).eval()
-    incompatible = matcher.load_state_dict(rename_keys(state_dict), strict=False)
-    assert not incompatible.unexpected_keys and set(incompatible.missing_keys) <= {"confidence_thresholds"}
-    return matcher
+    """kornia's LightGlue at full depth, threshold 0, with ``state_dict``."""
+    return kornia_reference(extractor, state_dict, threshold=0.0)
 
 
 def kornia_match(matcher, f0: Features, f1: Features) -> dict[str, np.ndarray]:

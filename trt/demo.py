@@ -17,6 +17,7 @@ import numpy as np
 
 from trt.cli import run
 from trt.errors import UserError
+from trt.evaluation.metrics import corner_error
 from trt.fileio import atomic_path, write_text_atomic
 
 # Rotation by 12°, scale 0.9 and a mild perspective, about the image centre.
@@ -52,20 +53,6 @@ def make_demo_pair(folder: Path) -> tuple[Path, Path, Path]:
             tmp.with_suffix(".png").replace(tmp)
     write_text_atomic(paths[2], "\n".join(" ".join(f"{v:.10g}" for v in row) for row in homography) + "\n")
     return paths
-
-
-def corner_error(points0: np.ndarray, points1: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -> float:
-    """Mean distance of the image corners mapped by the estimated and the true homography (pixels)."""
-    if len(points0) < 4:
-        return float("inf")
-    estimate, _ = cv2.findHomography(points0, points1, cv2.RANSAC, 3.0)
-    if estimate is None:
-        return float("inf")
-    width, height = size
-    corners = np.array([[[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]], np.float64)
-    truth = cv2.perspectiveTransform(corners, homography)[0]
-    estimated = cv2.perspectiveTransform(corners, estimate)[0]
-    return float(np.mean(np.linalg.norm(truth - estimated, axis=1)))
 
 
 def check_matches(matches_json: Path, homography_txt: Path) -> float:

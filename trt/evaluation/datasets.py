@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from trt.errors import UserError
+from trt.evaluation import named_preset
 from trt.evaluation.metrics import similarity_matrix
 
 HPATCHES = "images/hpatches/v_graffiti"
@@ -130,10 +131,7 @@ PRESETS = {
 
 
 def get_preset(name: str) -> dict:
-    try:
-        return {"name": name, **PRESETS[name]}
-    except KeyError:
-        raise UserError(f"unknown evaluation preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+    return named_preset(PRESETS, name, "evaluation")
 
 
 def load_datasets(preset: dict, data_dir: Path) -> list[Dataset]:

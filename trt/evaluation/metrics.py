@@ -19,8 +19,6 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from trt.demo import corner_error  # mean corner error of the RANSAC homography from the matches (pixels)
-
 PRECISION_THRESHOLD_PX = 3.0
 AUC_THRESHOLDS_PX = (1.0, 3.0, 5.0)
 RANSAC_THRESHOLD_PX = 3.0
@@ -30,6 +28,20 @@ __all__ = [
     "corner_error", "transfer_errors", "match_precision", "cumulative_auc", "similarity_matrix",
     "estimate_similarity", "similarity_errors",
 ]
+
+
+def corner_error(points0: np.ndarray, points1: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -> float:
+    """Mean distance of the image corners mapped by the estimated and the true homography (pixels)."""
+    if len(points0) < 4:
+        return float("inf")
+    estimate, _ = cv2.findHomography(points0, points1, cv2.RANSAC, 3.0)
+    if estimate is None:
+        return float("inf")
+    width, height = size
+    corners = np.array([[[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]], np.float64)
+    truth = cv2.perspectiveTransform(corners, homography)[0]
+    estimated = cv2.perspectiveTransform(corners, estimate)[0]
+    return float(np.mean(np.linalg.norm(truth - estimated, axis=1)))
 
 
 def transfer_errors(points0: np.ndarray, points1: np.ndarray, transform: np.ndarray) -> np.ndarray:

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Matcher accuracy against ground truth on the shared data (HPatches v_graffiti homographies, rotated and
+scaled Sacre-Coeur similarities), per weights, precision and backend. The work is in trt/evaluation/eval.py.
+
+    python bench/eval.py                                        # preset "standard" into out/eval/
+    python bench/eval.py --preset smoke --output-dir /tmp/eval  # one pair
+    python bench/eval.py --weights weights/sift_lightglue.pth --precisions fp32
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trt.cli import run  # noqa: E402
+from trt.evaluation import add_run_arguments  # noqa: E402
+from trt.evaluation.datasets import PRESETS  # noqa: E402
+from trt.evaluation.eval import BACKENDS, OUTPUT_DIR, PRECISIONS, main  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=PRESETS, default="standard",
+                        help="; ".join(f"{name}: {conf['description']}" for name, conf in PRESETS.items()))
+    add_run_arguments(parser, OUTPUT_DIR)  # the nearest-neighbour weights are always evaluated
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
+                        help="default: onnxruntime, plus tensorrt where a GPU, TensorRT and pycuda exist")
+    return parser.parse_args(argv)
+
+
+def cli(argv=None) -> Path:
+    args = parse_args(argv)
+    path = main(args.preset, args.data_dir, args.output_dir, weights=args.weights, models_dir=args.models_dir,
+                precisions=args.precisions, backends=args.backends, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run(cli)

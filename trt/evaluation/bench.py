@@ -1,0 +1,427 @@
+"""Matcher latency of every backend, measured side by side in one run, and the SIFT front-end's cost.
+
+    python bench/matcher_bench.py                 # preset "full": N 512..4096 × B 1, 2, 4 (~6-8 min on 2 cores)
+    python bench/matcher_bench.py --quick         # preset "quick": N 256, B 1 (seconds; the tests run it)
+
+Backends, all with the same weights (the official file when it is here, else seeded random weights of
+the official layout: latency does not depend on the values):
+
+* ``onnxruntime-cpu``: our ONNX on ONNX Runtime's CPU provider (``onnxruntime-cuda`` as well where the
+  CUDA provider and a GPU exist), through ``OnnxRuntimeSession``, the runner the serving code uses;
+* ``tensorrt-fp32`` / ``tensorrt-fp16``: our engines (all of ``profiles/sift.toml``) through
+  ``TensorRTSession``, where a CUDA GPU, TensorRT and pycuda exist;
+* ``torch-ours``: our PyTorch module (``trt.models.lightglue``) on the CPU;
+* ``kornia-reference``: ``kornia.feature.LightGlue`` at full depth (depth_confidence = width_confidence
+  = -1) on the CPU: every ratio in the table is to its time.
+
+Method. Each (N, B) configuration is one request of random contract inputs with every row real
+(``count = N``), the same arrays for every backend. Each backend makes ``warmup`` untimed calls; then
+rounds follow, one call of every backend per round, in an order that rotates from round to round, so
+that load from elsewhere on the machine hits all backends alike. Rounds go on until there are at least
+``min_runs`` and the configuration's ``budget_s`` is spent (at most ``max_runs``). Reported: p50, p90,
+p99 of the timed calls (with few calls, p99 is close to the slowest). torch and ONNX Runtime get the
+same thread count, the machine's physical cores (``torch.set_num_threads``, ORT intra-op threads).
+
+The two torch backends need seconds to minutes per call at large N·B on a small CPU, so they run only
+up to ``slow_max_batch[N]`` pairs per request; the table and JSON say where they were skipped.
+
+The SIFT front-end (``trt.features.sift.SIFT`` on an image file's pixels: grey conversion, resize,
+detection, filtering, RootSIFT) is timed the same way against a bare ``cv2.SIFT_create(...)
+.detectAndCompute`` with the same settings on the same already-resized 8-bit image. Ours returns fewer
+keypoints: it keeps one per pixel (OpenCV gives a point one descriptor per dominant orientation).
+"""
+
+import gc
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from trt.errors import UserError, WeightsError
+from trt.evaluation import (
+    MatcherWeights,
+    cached_engine,
+    cached_onnx,
+    machine_info,
+    named_preset,
+    trained_weights,
+    write_json,
+)
+from trt.extractors import Extractor, get_extractor
+
+OUTPUT_DIR = Path("out/bench")
+REFERENCE = "kornia-reference"
+# The issue's CPU target: our ONNX Runtime matcher's time over the reference's, at B = 1.
+CPU_TARGET_BACKEND = "onnxruntime-cpu"
+CPU_TARGETS = {1024: 0.52, 2048: 0.42}
+SIFT_IMAGE = "images/lightglue_assets/sacre_coeur1.jpg"
+
+PRESETS = {
+    "full": {
+        "keypoints": (512, 1024, 2048, 4096),
+        "batches": (1, 2, 4),
+        "warmup": 1,
+        "min_runs": 3,
+        "max_runs": 50,
+        "budget_s": 6.0,  # per configuration, after the warm-up
+        "slow_max_batch": {512: 4, 1024: 4, 2048: 2, 4096: 1},  # torch backends: most pairs per request
+        "engine_precisions": ("fp32", "fp16"),
+        "sift_budget_s": 6.0,
+    },
+    "quick": {
+        "keypoints": (256,),
+        "batches": (1,),
+        "warmup": 1,
+        "min_runs": 3,
+        "max_runs": 5,
+        "budget_s": 0.5,
+        "slow_max_batch": {256: 1},
+        "engine_precisions": ("fp16",),
+        "sift_budget_s": 0.5,
+    },
+}
+
+
+def get_preset(name: str) -> dict:
+    return named_preset(PRESETS, name, "bench")
+
+
+@dataclass
+class Backend:
+    """A way to run the matcher: ``prepare(feeds)`` returns a call that runs that request once."""
+
+    name: str
+    device: str
+    prepare: Callable[[dict], Callable[[], object]]
+    slow: bool = False  # torch on the CPU: limited to ``slow_max_batch``
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+# -- the backends ------------------------------------------------------------------------------------------
+
+
+def runner_backend(name: str, device: str, runner) -> Backend:
+    """A ``trt.runtime`` runner (ONNX Runtime or TensorRT session), activated now."""
+    runner.activate()
+    return Backend(name, device, lambda feeds: lambda: runner.infer(feeds), close=runner.deactivate)
+
+
+def onnxruntime_backends(onnx_path: Path, threads: int) -> list[Backend]:
+    import onnxruntime
+
+    from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+    from trt.runtime.tensorrt_session import cuda_devices
+
+    backends = [runner_backend("onnxruntime-cpu", "cpu", OnnxRuntimeSession(onnx_path, threads=threads))]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and cuda_devices():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        session = OnnxRuntimeSession(onnx_path, providers=providers, threads=threads)
+        backends.append(runner_backend("onnxruntime-cuda", "cuda", session))
+    return backends
+
+
+def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: bool) -> list[Backend]:
+    from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
+
+    reason = tensorrt_unavailable(None)
+    if reason:
+        notes.append(f"TensorRT backends skipped: {reason}")
+        return []
+    backends = []
+    for precision in precisions:
+        try:
+            session = TensorRTSession(cached_engine(onnx_path, precision, overwrite))
+            backends.append(runner_backend(f"tensorrt-{precision}", "cuda", session))
+        except UserError as error:
+            notes.append(f"tensorrt-{precision} skipped: {error}")
+    return backends
+
+
+def kornia_reference(extractor: Extractor, state_dict: dict, threshold: float = 0.0):
+    """``kornia.feature.LightGlue`` at full depth (no early stop, no pruning) with ``state_dict``; its
+    ``filter_threshold`` is ``threshold``, the one ``bench_feeds`` gives our backends."""
+    from kornia.feature import LightGlue
+
+    from trt.models.weights import OPTIONAL_KEYS, rename_keys
+
+    matcher = LightGlue(features=None, input_dim=extractor.descriptor_dim, add_scale_ori=extractor.scale_ori,
+                        depth_confidence=-1, width_confidence=-1, filter_threshold=threshold).eval()
+    incompatible = matcher.load_state_dict(rename_keys(state_dict), strict=False)
+    if incompatible.unexpected_keys or set(incompatible.missing_keys) - OPTIONAL_KEYS:
+        raise WeightsError(f"kornia's LightGlue does not take these weights: missing {incompatible.missing_keys}, "
+                           f"unexpected {incompatible.unexpected_keys}")
+    return matcher
+
+
+def kornia_inputs(feeds: dict) -> dict:
+    """The reference's feature dicts for a request of the contract (every row real)."""
+    import torch
+
+    data = {}
+    for side in (0, 1):
+        image = {"keypoints": f"kpts{side}", "descriptors": f"desc{side}", "image_size": f"size{side}",
+                 "scales": f"scales{side}", "oris": f"oris{side}"}
+        data[f"image{side}"] = {key: torch.from_numpy(feeds[name]) for key, name in image.items() if name in feeds}
+    return data
+
+
+def torch_backends(extractor: Extractor, weights: MatcherWeights) -> list[Backend]:
+    import torch
+
+    from trt.models.lightglue import LightGlue
+    from trt.models.weights import load_state_dict_strict
+
+    ours = LightGlue(extractor).eval()
+    state_dict = weights.state_dict(ours)
+    load_state_dict_strict(ours, state_dict, f"{weights.kind} weights")
+    reference = kornia_reference(extractor, state_dict)
+
+    def run_ours(feeds):
+        tensors = tuple(torch.from_numpy(value) for value in feeds.values())
+        return lambda: _no_grad(ours, *tensors)
+
+    def run_reference(feeds):
+        data = kornia_inputs(feeds)
+        return lambda: _no_grad(reference, data)
+
+    return [Backend("torch-ours", "cpu", run_ours, slow=True), Backend(REFERENCE, "cpu", run_reference, slow=True)]
+
+
+def _no_grad(module, *args):
+    import torch
+
+    with torch.inference_mode():
+        return module(*args)
+
+
+# -- timing ------------------------------------------------------------------------------------------------
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], warmup: int, min_runs: int, max_runs: int,
+                      budget_s: float) -> dict[str, list[float]]:
+    """Seconds per timed call of each entry, measured in rotating rounds (see the module docstring)."""
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    times = {name: [] for name in names}
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < min_runs or (rounds < max_runs and time.perf_counter() - started < budget_s):
+        shift = rounds % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    return times
+
+
+def latency_summary(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"runs": len(ms), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "mean_ms": float(ms.mean()), "min_ms": float(ms.min())}
+
+
+def bench_feeds(extractor: Extractor, batch: int, n: int) -> dict[str, np.ndarray]:
+    """A request of B pairs of N keypoints each, every row real."""
+    from trt.onnx.export import example_inputs
+
+    feeds = example_inputs(extractor, batch, n, n, seed=n + batch)
+    feeds["count0"][:] = n
+    feeds["count1"][:] = n
+    return feeds
+
+
+def bench_matchers(backends: list[Backend], extractor: Extractor, conf: dict) -> list[dict]:
+    """One row per (N, B, backend): latency summary, or the reason it was skipped."""
+    rows = []
+    for n in conf["keypoints"]:
+        for batch in conf["batches"]:
+            feeds = bench_feeds(extractor, batch, n)
+            running = [b for b in backends if not b.slow or batch <= conf["slow_max_batch"].get(n, 0)]
+            times = interleaved_times({b.name: b.prepare(feeds) for b in running}, conf["warmup"], conf["min_runs"],
+                                      conf["max_runs"], conf["budget_s"])
+            base = {"keypoints": n, "batch": batch}
+            reference = latency_summary(times[REFERENCE]) if REFERENCE in times else None
+            for backend in backends:
+                row = {**base, "backend": backend.name, "device": backend.device}
+                if backend.name in times:
+                    row.update(latency_summary(times[backend.name]))
+                    if reference is not None:
+                        row["ratio_to_reference"] = row["p50_ms"] / reference["p50_ms"]
+                else:
+                    row["skipped"] = f"more than {conf['slow_max_batch'].get(n, 0)} pair(s) at N={n} (slow backend)"
+                rows.append(row)
+            summary = ", ".join(f"{b} {latency_summary(t)['p50_ms']:.0f} ms" for b, t in times.items())
+            print(f"N={n} B={batch}: {summary}", file=sys.stderr, flush=True)
+            del feeds
+            gc.collect()
+    return rows
+
+
+def bench_sift(image_path: Path, conf: dict) -> dict:
+    """Our SIFT front-end against bare OpenCV SIFT with the same settings on the same resized image."""
+    import cv2
+
+    from trt.features.image import read_image, to_grayscale_float
+    from trt.features.sift import SIFT, resize_long_side
+
+    image = read_image(image_path)
+    ours = SIFT()
+    settings = ours.conf
+    gray, _ = resize_long_side(to_grayscale_float(image), settings["resize"])
+    gray = (gray * np.float32(255)).astype(np.uint8)
+    bare = cv2.SIFT_create(nfeatures=settings["max_num_keypoints"], nOctaveLayers=settings["num_octaves"],
+                           contrastThreshold=settings["detection_threshold"], edgeThreshold=settings["edge_threshold"])
+    calls = {"sift-ours": lambda: ours(image), "opencv-bare": lambda: bare.detectAndCompute(gray, None)}
+    times = interleaved_times(calls, conf["warmup"], conf["min_runs"], conf["max_runs"], conf["sift_budget_s"])
+    rows = {name: latency_summary(t) for name, t in times.items()}
+    rows["sift-ours"]["keypoints"] = len(ours(image))
+    rows["opencv-bare"]["keypoints"] = len(bare.detect(gray, None))
+    rows["sift-ours"]["ratio_to_opencv"] = rows["sift-ours"]["p50_ms"] / rows["opencv-bare"]["p50_ms"]
+    return {"image": str(image_path), "image_size": [image.shape[1], image.shape[0]],
+            "resized": [gray.shape[1], gray.shape[0]], "settings": settings, "results": rows}
+
+
+def cpu_target_check(rows: list[dict]) -> list[dict]:
+    """The issue's CPU target: ``onnxruntime-cpu`` p50 over the reference's at B = 1, per N it names."""
+    checks = []
+    for n, limit in CPU_TARGETS.items():
+        row = next((r for r in rows if r["backend"] == CPU_TARGET_BACKEND and r["keypoints"] == n and r["batch"] == 1
+                    and "ratio_to_reference" in r), None)
+        if row is not None:
+            checks.append({"keypoints": n, "batch": 1, "ratio": row["ratio_to_reference"], "target": limit,
+                           "met": row["ratio_to_reference"] <= limit})
+    return checks
+
+
+# -- report ------------------------------------------------------------------------------------------------
+
+
+def format_table(record: dict) -> str:
+    lines = [f"{'N':>5} {'B':>2}  {'backend':<18} {'runs':>4} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'x ref':>6}"]
+    previous = None
+    for row in record["matcher"]:
+        config = (row["keypoints"], row["batch"])
+        head = f"{row['keypoints']:>5} {row['batch']:>2}" if config != previous else " " * 8
+        previous = config
+        if "skipped" in row:
+            lines.append(f"{head}  {row['backend']:<18} skipped: {row['skipped']}")
+            continue
+        ratio = f"{row['ratio_to_reference']:.2f}" if "ratio_to_reference" in row else "-"
+        lines.append(f"{head}  {row['backend']:<18} {row['runs']:>4} {row['p50_ms']:>9.1f} {row['p90_ms']:>9.1f} "
+                     f"{row['p99_ms']:>9.1f} {ratio:>6}")
+    for check in record["cpu_target"]:
+        verdict = "met" if check["met"] else "MISSED"
+        lines.append(f"CPU target N={check['keypoints']} B=1: {CPU_TARGET_BACKEND} at {check['ratio']:.2f}x the "
+                     f"reference (target <= {check['target']:.2f}x): {verdict}")
+    sift = record.get("sift")
+    if sift:
+        ours, bare = sift["results"]["sift-ours"], sift["results"]["opencv-bare"]
+        lines.append(f"SIFT on {Path(sift['image']).name} resized to {sift['resized'][0]}x{sift['resized'][1]}: "
+                     f"ours p50 {ours['p50_ms']:.1f} ms ({ours['keypoints']} kpts), bare OpenCV p50 "
+                     f"{bare['p50_ms']:.1f} ms ({bare['keypoints']} kpts): {ours['ratio_to_opencv']:.2f}x")
+    lines += [f"note: {note}" for note in record["notes"]]
+    return "\n".join(lines)
+
+
+def plot_latency(record: dict, path: Path) -> Optional[Path]:
+    """p50 latency against keypoints at B = 1, one line per backend (PNG); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        record["notes"].append("matplotlib is not installed: no plot")
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for backend in dict.fromkeys(row["backend"] for row in record["matcher"]):
+        points = [(r["keypoints"], r["p50_ms"]) for r in record["matcher"]
+                  if r["backend"] == backend and r["batch"] == 1 and "p50_ms" in r]
+        if points:
+            x, y = zip(*points)
+            axes.plot(x, y, marker="o", label=backend)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    keypoints = sorted({r["keypoints"] for r in record["matcher"]})
+    axes.set_xticks(keypoints, labels=[str(n) for n in keypoints])
+    axes.set_xlabel("keypoints per image (N0 = N1)")
+    axes.set_ylabel("p50 latency (ms), batch 1")
+    axes.set_title(f"LightGlue matcher latency, {record['machine']['cpu']}, {record['machine']['cores']} cores")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+# -- the step ----------------------------------------------------------------------------------------------
+
+
+def main(conf="full", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT_DIR,
+         weights: Optional[Path] = None, models_dir: Optional[Path] = None, overwrite: bool = False) -> Path:
+    """Run the bench preset ``conf`` (a name or a dict); write ``bench-<name>.json`` and ``.png`` into
+    ``output_dir`` and return the JSON's path. ``data_dir``: the shared data (SIFT image); ``weights``:
+    trained weights to use (default: ``weights/sift_lightglue.pth`` when official, else random seed 0);
+    ``models_dir``: where exports are cached (default ``output_dir/models``)."""
+    import cv2
+    import torch
+
+    from trt.datasets import shared_data_dir
+    from trt.runtime.onnxruntime_session import physical_cores
+
+    conf = get_preset(conf) if isinstance(conf, str) else conf
+    output_dir = Path(output_dir)
+    models_dir = Path(models_dir) if models_dir is not None else output_dir / "models"
+    data_dir = Path(data_dir) if data_dir is not None else shared_data_dir()
+    extractor = get_extractor("sift")
+    trained, weights_note = trained_weights(extractor, weights)
+    chosen = trained or MatcherWeights.random(0)
+    notes = [weights_note]
+    onnx_path = cached_onnx(models_dir, extractor.name, chosen, overwrite=overwrite)
+
+    threads = physical_cores()
+    previous_threads, previous_cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    backends = []
+    try:
+        backends += onnxruntime_backends(onnx_path, threads)
+        backends += tensorrt_backends(onnx_path, conf["engine_precisions"], notes, overwrite)
+        backends += torch_backends(extractor, chosen)
+        rows = bench_matchers(backends, extractor, conf)
+        image = data_dir / SIFT_IMAGE
+        sift = None
+        if image.is_file():
+            sift = bench_sift(image, conf)
+        else:
+            notes.append(f"SIFT bench skipped: {image} not found (set LG_DATA_DIR)")
+    finally:
+        for backend in backends:
+            backend.close()
+        torch.set_num_threads(previous_threads)
+        cv2.setNumThreads(previous_cv_threads)
+
+    record = {
+        "preset": conf,
+        "machine": machine_info(threads),
+        "weights": {"kind": chosen.kind, "path": chosen.path, "seed": chosen.seed, "onnx": onnx_path},
+        "backends": [{"name": b.name, "device": b.device} for b in backends],
+        "matcher": rows,
+        "cpu_target": cpu_target_check(rows),
+        "sift": sift,
+        "notes": notes,
+    }
+    plot = plot_latency(record, output_dir / f"bench-{conf['name']}.png")
+    record["plot"] = plot
+    path = write_json(output_dir / f"bench-{conf['name']}.json", record)
+    print(format_table(record))
+    return path

@@ -1,0 +1,283 @@
+"""Accuracy of the matcher against ground truth on the shared data, per weights, precision and backend.
+
+    python bench/eval.py                                   # preset "standard" (20 pairs), out/eval/
+    python bench/eval.py --preset smoke --output-dir /tmp/eval
+
+Runs: the hand-set nearest-neighbour weights always, and the trained weights when
+``weights/sift_lightglue.pth`` (or ``--weights``) is the official file; each as the FP32 ONNX and its
+mixed-FP16 variant (``trt.onnx.fp16``), on ONNX Runtime through ``Matcher``, and as TensorRT engines
+where a CUDA GPU, TensorRT and pycuda exist. Exports and engines are cached in ``models_dir`` and
+reused. SIFT features are extracted once per image (the preset's ``max_num_keypoints`` and
+``resize``), so every run matches the same features.
+
+Metrics (``trt.evaluation.metrics``), per dataset:
+
+* homography (HPatches v_graffiti): match precision at 3 px under the true homography; mean and
+  median corner error of the RANSAC homography fitted to the matches (the mean over the pairs where
+  one was found; ``failed`` counts the others); AUC of the corner error at 1/3/5 px;
+* similarity (rotated/scaled Sacre-Coeur): precision at 3 px under the true similarity; rotation error
+  (degrees) and relative scale error of the similarity fitted with RANSAC; ``failed`` as above.
+
+Writes ``eval-<preset>.json`` (summaries and per-pair records) and one picture per dataset,
+``matches-<dataset>.png``: its first pair, matched by the first run (the trained weights' where they
+are here), lines green where the match is within 3 px of the ground truth and red elsewhere.
+
+The hand-set nearest-neighbour weights make the transformer the identity, so their FP16 variant gives
+the same matches as FP32; only the trained weights test what FP16 costs in accuracy.
+"""
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from trt.errors import UserError
+from trt.evaluation import MatcherWeights, cached_engine, cached_onnx, machine_info, trained_weights, write_json
+from trt.evaluation.datasets import Dataset, Pair, get_preset, load_datasets
+from trt.evaluation.metrics import (
+    AUC_THRESHOLDS_PX,
+    PRECISION_THRESHOLD_PX,
+    corner_error,
+    cumulative_auc,
+    estimate_similarity,
+    match_precision,
+    similarity_errors,
+    transfer_errors,
+)
+from trt.extractors import get_extractor
+
+OUTPUT_DIR = Path("out/eval")
+BACKENDS = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    weights: MatcherWeights
+    precision: str
+    backend: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.weights.tag}-{self.precision}-{self.backend}"
+
+
+# -- metrics of one pair and of a dataset ------------------------------------------------------------------
+
+
+def pair_metrics(pair: Pair, result) -> dict:
+    """Metrics of one pair's ``MatchResult`` (see the module docstring); errors of matches included."""
+    points0 = result.keypoints0[result.matches[:, 0]]
+    points1 = result.keypoints1[result.matches[:, 1]]
+    errors = transfer_errors(points0, points1, pair.ground_truth(result.image_size0))
+    record = {"pair": pair.name, "keypoints": [len(result.keypoints0), len(result.keypoints1)],
+              "matches": len(result.matches), "precision": match_precision(errors)}
+    if pair.kind == "homography":
+        record["corner_error_px"] = corner_error(points0, points1, pair.homography, result.image_size0)
+    else:
+        rotation, scale = similarity_errors(estimate_similarity(points0, points1), pair.angle_deg, pair.scale)
+        record.update(rotation_error_deg=rotation, scale_error=scale)
+    return record
+
+
+def _finite_mean(values: Sequence[float]) -> Optional[float]:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def dataset_summary(kind: str, pairs: list[dict]) -> dict:
+    summary = {"pairs": len(pairs), "matches_mean": float(np.mean([p["matches"] for p in pairs])),
+               "precision_mean": float(np.mean([p["precision"] for p in pairs]))}
+    if kind == "homography":
+        errors = [p["corner_error_px"] for p in pairs]
+        summary.update(
+            corner_error_mean_px=_finite_mean(errors),
+            corner_error_median_px=float(np.median(errors)),
+            failed=int(sum(not np.isfinite(e) for e in errors)),
+            auc={f"{t:g}px": v for t, v in zip(AUC_THRESHOLDS_PX, cumulative_auc(errors, AUC_THRESHOLDS_PX))},
+        )
+    else:
+        rotation = [p["rotation_error_deg"] for p in pairs]
+        scale = [p["scale_error"] for p in pairs]
+        summary.update(
+            rotation_error_median_deg=float(np.median(rotation)), rotation_error_mean_deg=_finite_mean(rotation),
+            scale_error_median=float(np.median(scale)), scale_error_mean=_finite_mean(scale),
+            failed=int(sum(not np.isfinite(e) for e in rotation)),
+        )
+    return summary
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+
+
+def plan_runs(weights: list[MatcherWeights], precisions: Sequence[str], backends: Sequence[str]) -> list[Run]:
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    return [Run(w, p, b) for w in weights for p in precisions for b in backends]
+
+
+def open_matcher(run: Run, models_dir: Path, overwrite: bool):
+    """A ``Matcher`` for the run: ONNX Runtime on the (FP32 or FP16) ONNX, or TensorRT on an engine."""
+    from trt.runtime.matcher import Matcher
+    from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+
+    if run.backend == "onnxruntime":
+        onnx = cached_onnx(models_dir, "sift", run.weights, run.precision, overwrite)
+        return Matcher(OnnxRuntimeSession(onnx), extractor="sift", summary={"onnx": str(onnx)})
+    onnx = cached_onnx(models_dir, "sift", run.weights, "fp32", overwrite)
+    return Matcher.from_engine(cached_engine(onnx, run.precision, overwrite), backend="tensorrt")
+
+
+def extract_all(datasets: list[Dataset], preset: dict) -> dict:
+    """SIFT features of every image of the preset, once each (path -> Features)."""
+    from trt.features.image import read_image
+    from trt.features.sift import SIFT
+
+    sift = SIFT(max_num_keypoints=preset["max_num_keypoints"], resize=preset["resize"])
+    paths = dict.fromkeys(path for dataset in datasets for pair in dataset.pairs for path in (pair.image0, pair.image1))
+    return {path: sift(read_image(path)) for path in paths}
+
+
+def evaluate_run(run: Run, datasets: list[Dataset], features: dict, models_dir: Path,
+                 overwrite: bool) -> tuple[dict, dict]:
+    """(record of the run, {dataset name: MatchResult of its first pair}) for one run."""
+    record = {"run": run.name, "weights": run.weights.kind, "precision": run.precision, "backend": run.backend,
+              "datasets": {}}
+    firsts = {}
+    with open_matcher(run, models_dir, overwrite) as matcher:
+        record["model"] = matcher.summary
+        for dataset in datasets:
+            started = time.perf_counter()
+            results = matcher.match_pairs([(features[p.image0], features[p.image1]) for p in dataset.pairs])
+            seconds = time.perf_counter() - started
+            pairs = [pair_metrics(pair, result) for pair, result in zip(dataset.pairs, results)]
+            record["datasets"][dataset.name] = {"kind": dataset.kind, "match_seconds": seconds,
+                                                "summary": dataset_summary(dataset.kind, pairs), "pairs": pairs}
+            firsts[dataset.name] = results[0]
+    return record, firsts
+
+
+def draw_correctness(pair: Pair, result, path: Path) -> Path:
+    """Matches of ``pair`` as lines, green within 3 px of the ground truth and red elsewhere (PNG)."""
+    from trt.features.image import read_image
+    from trt.fileio import write_bytes_atomic
+    from trt.runtime.outputs import draw_matches, encode_png
+
+    points0 = result.keypoints0[result.matches[:, 0]]
+    points1 = result.keypoints1[result.matches[:, 1]]
+    errors = transfer_errors(points0, points1, pair.ground_truth(result.image_size0))
+    coloured = dataclasses.replace(result, scores=(errors < PRECISION_THRESHOLD_PX).astype(np.float32))
+    canvas = draw_matches(read_image(pair.image0), read_image(pair.image1), coloured)
+    return write_bytes_atomic(path, encode_png(canvas))
+
+
+# -- report ------------------------------------------------------------------------------------------------
+
+
+def _num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(record: dict) -> str:
+    lines = []
+    for dataset in record["datasets"]:
+        name, kind, count = dataset["name"], dataset["kind"], len(dataset["pairs"])
+        lines.append(f"{name} ({kind}, {count} pair{'s' * (count != 1)})")
+        if kind == "homography":
+            lines.append(f"  {'run':<34} {'matches':>7} {'P@3px':>6} {'corner mean/med px':>19} {'fail':>4} "
+                         f"{'AUC@1/3/5px':>16}")
+        else:
+            lines.append(f"  {'run':<34} {'matches':>7} {'P@3px':>6} {'rot med/mean deg':>17} "
+                         f"{'scale med/mean':>15} {'fail':>4}")
+        for run in record["runs"]:
+            s = run["datasets"][name]["summary"]
+            head = f"  {run['run']:<34} {s['matches_mean']:>7.1f} {s['precision_mean']:>6.3f}"
+            if kind == "homography":
+                corner = f"{_num(s['corner_error_mean_px'])}/{_num(s['corner_error_median_px'])}"
+                auc = "/".join(f"{v:.2f}" for v in s["auc"].values())
+                lines.append(f"{head} {corner:>19} {s['failed']:>4} {auc:>16}")
+            else:
+                rotation = f"{_num(s['rotation_error_median_deg'], 3)}/{_num(s['rotation_error_mean_deg'], 3)}"
+                scale = f"{_num(s['scale_error_median'], 4)}/{_num(s['scale_error_mean'], 4)}"
+                lines.append(f"{head} {rotation:>17} {scale:>15} {s['failed']:>4}")
+    lines += [f"note: {note}" for note in record["notes"]]
+    return "\n".join(lines)
+
+
+# -- the step ----------------------------------------------------------------------------------------------
+
+
+def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT_DIR,
+         weights: Optional[Path] = None, models_dir: Optional[Path] = None, precisions: Sequence[str] = PRECISIONS,
+         backends: Optional[Sequence[str]] = None, overwrite: bool = False) -> Path:
+    """Evaluate preset ``conf`` (a name, or a dict like ``datasets.PRESETS``'s); write
+    ``eval-<name>.json`` and ``matches-<dataset>.png`` into ``output_dir``; return the JSON's path.
+
+    ``data_dir``: the shared data (default ``shared_data_dir()``); ``weights``: trained weights (default:
+    ``weights/sift_lightglue.pth`` when official); ``models_dir``: export cache (default
+    ``output_dir/models``); ``backends``: default ONNX Runtime, plus TensorRT where it can run.
+    """
+    from trt.datasets import shared_data_dir
+    from trt.runtime.onnxruntime_session import physical_cores
+    from trt.runtime.tensorrt_session import tensorrt_unavailable
+
+    preset = get_preset(conf) if isinstance(conf, str) else conf
+    data_dir = Path(data_dir) if data_dir is not None else shared_data_dir()
+    output_dir = Path(output_dir)
+    models_dir = Path(models_dir) if models_dir is not None else output_dir / "models"
+    datasets = load_datasets(preset, data_dir)
+    trained, weights_note = trained_weights(get_extractor("sift"), weights)
+    notes = [weights_note]
+    reason = tensorrt_unavailable(None)
+    if backends is None:
+        backends = ["onnxruntime"] + ([] if reason else ["tensorrt"])
+        if reason:
+            notes.append(f"TensorRT runs skipped: {reason}")
+    elif "tensorrt" in backends and reason:
+        raise UserError(f"cannot evaluate on TensorRT here: {reason}")
+    # The trained weights first where present: the pictures show the first run's matches.
+    runs = plan_runs(([trained] if trained else []) + [MatcherWeights.nearest_neighbour()], precisions, backends)
+
+    started = time.perf_counter()
+    features = extract_all(datasets, preset)
+    print(f"SIFT features of {len(features)} images in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr, flush=True)
+    records, pictures = [], {}
+    for run in runs:
+        started = time.perf_counter()
+        try:
+            record, firsts = evaluate_run(run, datasets, features, models_dir, overwrite)
+        except UserError as error:
+            if run.backend != "tensorrt":
+                raise
+            notes.append(f"{run.name} skipped: {error}")  # an engine this GPU's TensorRT cannot build or load
+            continue
+        records.append(record)
+        print(f"{run.name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        pictures = pictures or firsts  # the first run's
+
+    if not records:
+        raise UserError("no run could be evaluated: " + "; ".join(notes))
+    picture_paths = {}
+    for dataset in datasets:
+        path = output_dir / f"matches-{dataset.name}.png"
+        picture_paths[dataset.name] = draw_correctness(dataset.pairs[0], pictures[dataset.name], path)
+    record = {
+        "preset": preset,
+        "machine": machine_info(physical_cores()),
+        "datasets": [{"name": d.name, "kind": d.kind, "pairs": [p.name for p in d.pairs]} for d in datasets],
+        "thresholds": {"precision_px": PRECISION_THRESHOLD_PX, "auc_px": list(AUC_THRESHOLDS_PX)},
+        "runs": records,
+        "pictures": {"run": records[0]["run"], "files": picture_paths},
+        "notes": notes,
+    }
+    path = write_json(output_dir / f"eval-{preset['name']}.json", record)
+    print(format_table(record))
+    return path

@@ -73,7 +73,7 @@ test:
 # reference), the SIFT front-end against bare OpenCV, and engine build time per profile count.
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
-	$(PYTHON) bench/build_bench.py
+	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-random0.onnx
 
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
 eval:

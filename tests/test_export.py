@@ -194,3 +194,34 @@ def test_export_check_catches_a_wrong_graph():
         compare_outputs(expected, {**expected, "matches0": np.array([[0, 4, -1]], np.int32)}, "test")
     with pytest.raises(ContractError, match="mscores0 differs"):
         compare_outputs(expected, {**expected, "mscores0": np.array([[0.5, 0.41, 0.0]], np.float32)}, "test")
+
+
+def test_download_when_absent_verifies_and_writes_atomically(tmp_path, official_layout_checkpoint, monkeypatch):
+    """The official-weights path end to end against a loopback server standing in for the release host."""
+    import functools
+    import http.server
+    import threading
+
+    import trt.extractors
+    from trt.models.weights import resolve_weights
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "sift_lightglue.pth").write_bytes(official_layout_checkpoint.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(trt.extractors, "WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/{{name}}_lightglue.pth")
+        weights_dir = tmp_path / "weights"
+        path = resolve_weights(get_extractor("sift"), None, weights_dir)
+        assert path == weights_dir / "sift_lightglue.pth"
+        assert path.read_bytes() == official_layout_checkpoint.read_bytes()
+        assert [p.name for p in weights_dir.iterdir()] == ["sift_lightglue.pth"]  # no temporary file left
+        with pytest.warns(UserWarning, match="not the official"):
+            export_matcher("sift", tmp_path / "x.onnx", weights_dir=weights_dir)
+        assert read_metadata(onnx.load(str(tmp_path / "x.onnx")))["weights_kind"] == "file"
+    finally:
+        server.shutdown()

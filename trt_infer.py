@@ -11,21 +11,13 @@ the file layout and trt/runtime/matcher.py for the Python API.
 """
 
 import argparse
-import sys
-import time
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 from trt.cli import run
 from trt.contract import DEFAULT_THRESHOLD
-from trt.errors import UserError
 from trt.extractors import EXTRACTORS
-from trt.fileio import check_writable, write_bytes_atomic
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
-
-FEATURE_CACHE = 64  # images whose features are kept while going through a pairs file
-CHUNK = 32  # pairs read and matched together in a pairs run (the matcher batches within it)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,109 +74,33 @@ def format_timings(timings: dict) -> str:
 
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
-    from trt.features.image import read_image
-    from trt.runtime import outputs
+    from trt.runtime.jobs import prepare_pair, run_pair
 
-    fmt = outputs.output_format(args.output) if args.output else None
-    for path in filter(None, (args.output, args.viz and outputs.check_png_path(args.viz))):
-        check_writable(path)
-    images = [read_image(path) for path in args.images]
+    job = prepare_pair(*args.images, output=args.output, viz=args.viz)
     with make_matcher(args) as matcher:
-        result = matcher.match(*images)
-    files = []  # rendered in full before anything is written
-    if args.output:
-        record = outputs.result_record(result, *args.images, threshold=args.threshold)
-        files.append((args.output, outputs.encode_matches(record, fmt)))
-    if args.viz:
-        files.append((args.viz, outputs.encode_png(outputs.draw_matches(*images, result))))
-    for path, data in files:
-        write_bytes_atomic(path, data)
-
+        result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
     print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
     print(f"time: {format_timings(result.timings)}")
-    for path, _ in files:
+    for path in written:
         print(f"wrote {path}")
-    return [path for path, _ in files]
-
-
-def read_pairs(path: Path) -> list[tuple[Path, Path]]:
-    """Pairs of image paths, relative ones taken from the pairs file's folder; every image must exist."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"no pairs file at {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read pairs file {path}: {error}") from None
-    pairs = []
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        names = line.split()
-        if len(names) != 2:
-            raise UserError(f"{path}:{number}: expected two image paths, got {len(names)} field(s): {line!r}")
-        pair = tuple(p if p.is_absolute() else path.parent / p for p in map(Path, names))
-        for image in pair:
-            if not image.is_file():
-                raise UserError(f"{path}:{number}: no image at {image}")
-        pairs.append(pair)
-    if not pairs:
-        raise UserError(f"{path} lists no pairs")
-    return pairs
-
-
-def pair_filename(pair: tuple[Path, Path], base: Path, fmt: str) -> str:
-    def name(image: Path) -> str:
-        try:
-            image = image.relative_to(base)
-        except ValueError:
-            pass
-        return "-".join(part for part in image.parts if part not in ("/", "..")).replace(" ", "_")
-
-    return f"{name(pair[0])}__{name(pair[1])}.{fmt}"
+    return written
 
 
 def match_pairs(args) -> list[Path]:
     """Match every pair of --pairs into --output-dir; return the paths written."""
-    from tqdm import tqdm
+    from trt.runtime.jobs import match_pairs_file, read_pairs
 
-    from trt.features.image import read_image
-    from trt.runtime import outputs
-
-    pairs = read_pairs(args.pairs)
-    check_writable(args.output_dir / f"probe.{args.format}")
-    cache: OrderedDict = OrderedDict()
-    written, matches, times = [], 0, {"extract": 0.0, "match": 0.0}
-    with make_matcher(args) as matcher, tqdm(total=len(pairs), unit="pair", file=sys.stderr) as progress:
-
-        def features(path: Path):
-            if path not in cache:
-                start = time.perf_counter()
-                cache[path] = matcher.extract(read_image(path))
-                times["extract"] += time.perf_counter() - start
-                if len(cache) > FEATURE_CACHE:
-                    cache.popitem(last=False)
-            cache.move_to_end(path)
-            return cache[path]
-
-        for first in range(0, len(pairs), CHUNK):
-            chunk = pairs[first : first + CHUNK]
-            chunk_features = [(features(a), features(b)) for a, b in chunk]
-            start = time.perf_counter()
-            results = matcher.match_pairs(chunk_features)
-            times["match"] += time.perf_counter() - start
-            for pair, result in zip(chunk, results):
-                path = args.output_dir / pair_filename(pair, args.pairs.parent, args.format)
-                record = outputs.result_record(result, *pair, threshold=args.threshold)
-                written.append(write_bytes_atomic(path, outputs.encode_matches(record, args.format)))
-                matches += len(result)
-            progress.update(len(chunk))
-    print(f"{len(pairs)} pairs, {matches / len(pairs):.1f} matches per pair ({matcher.summary['backend']})")
-    print(f"time: {format_timings(times)} in total")
-    print(f"wrote {len(written)} files to {args.output_dir}")
-    return written
+    read_pairs(args.pairs)  # a bad pairs file is reported before the engine is loaded
+    with make_matcher(args) as matcher:
+        run = match_pairs_file(matcher, args.pairs, args.output_dir, args.format)
+        backend = matcher.summary["backend"]
+    pairs = len(run.written)
+    print(f"{pairs} pairs, {run.matches / pairs:.1f} matches per pair ({backend})")
+    print(f"time: {format_timings(run.timings)} in total")
+    print(f"wrote {pairs} files to {args.output_dir}")
+    return run.written
 
 
 def main(argv=None) -> list[Path]:

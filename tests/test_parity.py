@@ -112,3 +112,33 @@ def test_nearest_neighbour_weights_recover_the_homography(sift_nn_onnx, data_dir
     errors = np.linalg.norm(projected - points1, axis=1)
     assert valid.sum() >= 200, f"only {valid.sum()} matches"
     assert np.mean(errors < 3) >= 0.8, f"only {np.mean(errors < 3):.1%} of matches within 3 px"
+
+
+@pytest.fixture(scope="module")
+def trained_sift_weights() -> Path:
+    """The official sift_lightglue.pth, where a user or CI machine has it; the test skips otherwise."""
+    from trt.fileio import sha256_file
+
+    path = Path(__file__).resolve().parent.parent / "weights" / get_extractor("sift").weights_filename
+    if not path.is_file():
+        pytest.skip(f"no trained weights at {path} (they cannot be downloaded here)")
+    if sha256_file(path) != get_extractor("sift").weights_sha256:
+        pytest.skip(f"{path} is not the official sift_lightglue.pth (sha256 differs)")
+    return path
+
+
+def test_trained_weights_match_the_reference_and_the_geometry(trained_sift_weights, tmp_path, data_dir):
+    import torch
+
+    onnx_path = export_matcher("sift", tmp_path / "sift.onnx", weights=trained_sift_weights)
+    extractor = get_extractor("sift")
+    reference = kornia_matcher(extractor, torch.load(trained_sift_weights, map_location="cpu", weights_only=True))
+    folder = data_dir / "images/hpatches/v_graffiti"
+    sift = SIFT(max_num_keypoints=2048)
+    f0, f1 = sift(read_image(folder / "1.ppm")), sift(read_image(folder / "2.ppm"))
+    assert_parity(onnx_match(onnx_path, f0, f1), kornia_match(reference, f0, f1))
+    matches0 = onnx_match(onnx_path, f0, f1, threshold=0.1)["matches0"]
+    valid = matches0 > -1
+    projected = cv2.perspectiveTransform(f0.keypoints[valid][None].astype(np.float64), np.loadtxt(folder / "H_1_2"))[0]
+    errors = np.linalg.norm(projected - f1.keypoints[matches0[valid]], axis=1)
+    assert valid.sum() >= 200 and np.mean(errors < 3) >= 0.9

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trt.cli import run  # noqa: E402
-from trt.evaluation import add_run_arguments  # noqa: E402
+from trt.evaluation.runs import add_run_arguments  # noqa: E402
 from trt.evaluation.datasets import PRESETS  # noqa: E402
 from trt.evaluation.eval import BACKENDS, OUTPUT_DIR, PRECISIONS, main  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trt.cli import run  # noqa: E402
-from trt.evaluation import add_run_arguments  # noqa: E402
+from trt.evaluation.runs import add_run_arguments  # noqa: E402
 from trt.evaluation.bench import OUTPUT_DIR, PRESETS, main  # noqa: E402
 
 

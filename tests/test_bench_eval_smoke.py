@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trt.errors import UserError
-from trt.evaluation import trained_weights
+from trt.evaluation.runs import trained_weights
 from trt.extractors import get_extractor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from trt.errors import UserError, WeightsError
-from trt.evaluation import (
+from trt.evaluation.runs import (
     MatcherWeights,
     cached_engine,
     cached_onnx,

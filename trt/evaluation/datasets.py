@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from trt.errors import UserError
-from trt.evaluation import named_preset
+from trt.evaluation.runs import named_preset
 from trt.evaluation.metrics import similarity_matrix
 
 HPATCHES = "images/hpatches/v_graffiti"

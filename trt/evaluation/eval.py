@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from trt.errors import UserError
-from trt.evaluation import MatcherWeights, cached_engine, cached_onnx, machine_info, trained_weights, write_json
+from trt.evaluation.runs import MatcherWeights, cached_engine, cached_onnx, machine_info, trained_weights, write_json
 from trt.evaluation.datasets import Dataset, Pair, get_preset, load_datasets
 from trt.evaluation.metrics import (
     AUC_THRESHOLDS_PX,

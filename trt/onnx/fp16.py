@@ -3,7 +3,8 @@
 The transformer layers and the input projection (``/transformers.*``, ``/input_proj*`` scopes: where
 the time goes) run in FP16. Keypoint normalisation, the positional encoding, the assignment with its
 two log-softmaxes, matchability and the match filtering stay FP32: pixel coordinates, the arguments of
-cos/sin, and log-sum-exps over thousands of entries lose too many digits in FP16. The graph's inputs
+cos/sin, and log-sum-exps over thousands of entries lose too many digits in FP16. So do the
+LayerNorms inside the region (``FP32_OPS``), whose variance overflows FP16. The graph's inputs
 and outputs keep their FP32/int32 types, so the tensor contract is unchanged.
 
 Casts sit only at the region's borders: FP32 tensors entering it are cast to FP16 once each, FP16
@@ -21,11 +22,14 @@ from trt.fileio import atomic_path
 from trt.onnx.clean import describe_fully, infer_symbolic_shapes
 
 FP16_SCOPES = ("/transformers.", "/input_proj")
+# Kept FP32 inside the FP16 region: LayerNorm's variance of 512 activations overflows FP16 (max 65504)
+# as soon as trained activations reach a few hundred.
+FP32_OPS = frozenset({"LayerNormalization"})
 PRECISION_KEY = "lightglue.precision"
 
 
 def _in_region(node: onnx.NodeProto) -> bool:
-    return node.name.startswith(FP16_SCOPES)
+    return node.name.startswith(FP16_SCOPES) and node.op_type not in FP32_OPS
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:

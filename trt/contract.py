@@ -73,9 +73,6 @@ OUTPUT_SPECS = [
 ]
 OUTPUT_NAMES = [spec.name for spec in OUTPUT_SPECS]
 
-# Inputs whose dimensions vary with the request; profiles give min/opt/max for each.
-KEYPOINT_INPUTS = ("kpts0", "desc0", "scales0", "oris0", "kpts1", "desc1", "scales1", "oris1")
-
 
 def infer_layout(input_names: list[str], input_shapes: dict[str, tuple]) -> tuple[int, bool]:
     """(descriptor_dim, scale_ori) of a graph or engine, or a ContractError naming what is off."""

@@ -84,12 +84,6 @@ def check_image(image: np.ndarray, name: str = "image") -> None:
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # R, G, B: those of kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
 
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-    """A uint8 (H, W) image: grayscale input unchanged, RGB as 0.299 R + 0.587 G + 0.114 B, rounded."""
-    _check_channels(image)
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
 def to_grayscale_float(image: np.ndarray) -> np.ndarray:
     """A float32 (H, W) image in [0, 1], computed as the reference SIFT does, without rounding.
 

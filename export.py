@@ -8,6 +8,7 @@ nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descripto
 """
 
 import argparse
+import warnings
 from pathlib import Path
 
 from trt.cli import run
@@ -22,8 +23,8 @@ def parse_args() -> argparse.Namespace:
                         help="output ONNX file (default: weights/<extractor>_lightglue.onnx)")
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic batch and keypoint counts (needed for engines with profiles)")
-    parser.add_argument("--batch_size", type=int, default=1, help="static export: pairs per call")
-    parser.add_argument("--num_keypoints", type=int, default=1024, help="static export: keypoints per image")
+    parser.add_argument("--batch_size", type=int, default=None, help="static export: pairs per call (1)")
+    parser.add_argument("--num_keypoints", type=int, default=None, help="static export: keypoints per image (1024)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, default=None, help="a LightGlue checkpoint (.pth)")
@@ -40,11 +41,18 @@ def main() -> Path:
     from trt.onnx.export import export_matcher
 
     args = parse_args()
+    static_flags = [flag for flag, value in (("--batch_size", args.batch_size), ("--num_keypoints", args.num_keypoints))
+                    if value is not None]
+    if args.dynamic and static_flags:
+        warnings.warn(f"{' and '.join(static_flags)} ignored: --dynamic exports take any batch and keypoint count",
+                      stacklevel=1)
+    static = {"batch_size": 1 if args.batch_size is None else args.batch_size,
+              "num_keypoints": 1024 if args.num_keypoints is None else args.num_keypoints}
     output = args.lightglue_path or args.weights_dir / f"{args.extractor_type}_lightglue.onnx"
     path = export_matcher(
         args.extractor_type, output,
         weights=args.weights, random_seed=args.random_weights, nearest_neighbour=args.nearest_neighbour_weights,
-        dynamic=args.dynamic, batch_size=args.batch_size, num_keypoints=args.num_keypoints, opset=args.opset,
+        dynamic=args.dynamic, **static, opset=args.opset,
         weights_dir=args.weights_dir,
     )
     print(f"wrote {path}")

@@ -11,7 +11,6 @@ the file layout and trt/runtime/matcher.py for the Python API.
 """
 
 import argparse
-import warnings
 from pathlib import Path
 
 from trt.cli import run
@@ -105,7 +104,6 @@ def match_pairs(args) -> list[Path]:
 
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
-    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
     return match_pairs(args) if args.pairs is not None else match_one(args)
 
 

@@ -38,9 +38,10 @@ from trt.engine.profiles import (
     load_profiles,
     read_profile_file,
 )
-from trt.errors import BuildError, UserError
+from trt.errors import BuildError, ContractError, UserError
 from trt.extractors import EXTRACTORS
 from trt.fileio import sha256_file
+from trt.runtime.base import Profile, select_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not TensorRTRTX.available(), reason="tensorrt-rtx is not installed")
@@ -346,8 +347,12 @@ def check_matcher_engine(engine: Path, onnx_path: Path, extractor: str, precisio
         assert record.shapes == profile.to_record()["shapes"]
     assert manifest.profiles[3].shapes["desc0"] == {"min": [1, 2049, spec.descriptor_dim], "opt": [1, 4096, spec.descriptor_dim],
                                                     "max": [4, 4096, spec.descriptor_dim]}
-    assert manifest.profile_index(1, 300, 1500) == 2 and manifest.profile_index(4, 4096, 1) == 3
-    assert manifest.profile_index(5, 10, 10) is None and manifest.profile_index(1, 4097, 10) is None
+    profiles = [Profile.from_record(record) for record in manifest.profiles]
+    assert select_profile(profiles, 1, 300, 1500, padding=True) == 2
+    assert select_profile(profiles, 4, 4096, 1, padding=True) == 3
+    for request in ((5, 10, 10), (1, 4097, 10)):
+        with pytest.raises(ContractError, match="fits none"):
+            select_profile(profiles, *request, padding=True)
     assert json.loads(manifest_path(engine).read_text())["format"] == "lightglue-trt-engine/1"
 
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from trt.contract import input_specs
-from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path
+from trt.engine.manifest import (
+    Manifest,
+    ProfileRecord,
+    TensorRecord,
+    load_manifest,
+    manifest_path,
+)
 from trt.engine.profiles import (
     PROFILES_DIR,
     GraphInput,
@@ -19,8 +25,9 @@ from trt.engine.profiles import (
     load_profiles,
     read_profile_file,
 )
-from trt.errors import EngineError, ProfileError
+from trt.errors import ContractError, EngineError, ProfileError
 from trt.extractors import EXTRACTORS
+from trt.runtime.base import Profile, select_profile
 
 DEFAULT_BUCKETS = [(1, 512), (513, 1024), (1025, 2048), (2049, 4096)]
 
@@ -226,8 +233,12 @@ def test_manifest_round_trip(tmp_path):
     assert data["profiles"][0]["batch"] == [1, 1, 4]
     loaded = load_manifest(engine)
     assert loaded == manifest
-    assert loaded.profile_index(2, 100, 500) == 0 and loaded.profile_index(5, 100, 100) is None
-    assert loaded.profiles[0].fits(1, 512, 1) and not loaded.profiles[0].fits(1, 513, 1)
+    # the runtime reads the recorded profiles back: one selection mechanism, trt.runtime.base
+    profiles = [Profile.from_record(record) for record in loaded.profiles]
+    assert select_profile(profiles, 2, 100, 500, padding=True) == 0
+    with pytest.raises(ContractError, match="fits none of the engine's profiles"):
+        select_profile(profiles, 5, 100, 100, padding=True)
+    assert profiles[0].fits(1, 512, 1) and not profiles[0].fits(1, 513, 1)
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"format": "other/1"}', '{"format": "lightglue-trt-engine/1"}'])

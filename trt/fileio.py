@@ -19,8 +19,13 @@ def check_writable(path: Path) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create the folder for {path}: {error.strerror}") from error
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}: permission denied")
+    # A real probe, not os.access: root passes every permission check yet cannot write /proc or a
+    # read-only mount.
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".tmp", dir=parent):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from error
     return path
 
 

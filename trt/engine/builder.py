@@ -361,12 +361,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
 
 
 def _check_output(output: Path) -> None:
-    """Fail before the long build when ``output`` cannot be written: try a temporary file beside it."""
+    """Fail before the long build when ``output`` cannot be written."""
     if output.suffix == ".json":
         raise UserError(f"the engine path {output} ends in .json, the manifest's suffix: name it .engine")
     check_writable(output)
-    try:
-        with tempfile.NamedTemporaryFile(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write {output}: {error.strerror or error}") from error

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trt.contract import OUTPUT_NAMES
 from trt.errors import BuildError
 from trt.features.base import Features, pack_pairs
 
@@ -76,20 +75,13 @@ class GateReport:
                 f"= {self.count_ratio:.3f}")
 
 
-def _run(model: Path, feeds_list: list[dict]) -> list[dict]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return [dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds))) for feeds in feeds_list]
-
-
 def compare_precisions(fp32_onnx: Path, fp16_onnx: Path, descriptor_dim: int, scale_ori: bool) -> GateReport:
     """Run both graphs on the gate's pairs and compare their mutual matches."""
     feeds_list = [pack_pairs([pair], len(pair[0]), len(pair[1]), threshold=0.0)
                   for pair in gate_pairs(descriptor_dim, scale_ori)]
-    reference, candidate = _run(fp32_onnx, feeds_list), _run(fp16_onnx, feeds_list)
+    from trt.onnx.export import run_onnx
+
+    reference, candidate = run_onnx(fp32_onnx, feeds_list), run_onnx(fp16_onnx, feeds_list)
     shared = count32 = count16 = 0
     deltas = []
     for out32, out16 in zip(reference, candidate):

@@ -58,18 +58,6 @@ class ProfileRecord:
     keypoints1: list | None
     shapes: dict  # input name -> {"min": [...], "opt": [...], "max": [...]}
 
-    def fits(self, batch: int, n0: int, n1: int) -> bool:
-        """Whether a request of B pairs with N0 and N1 keypoints lies inside this profile as it is."""
-        if self.batch is None or self.keypoints0 is None or self.keypoints1 is None:
-            return False
-        return all(lo <= v <= hi for v, (lo, _, hi) in zip((batch, n0, n1), (self.batch, self.keypoints0, self.keypoints1)))
-
-    def accepts(self, batch: int, n0: int, n1: int) -> bool:
-        """Whether the request fits once N0 and N1 are padded up to this profile (at least to its min)."""
-        if self.batch is None or self.keypoints0 is None or self.keypoints1 is None:
-            return False
-        return self.batch[0] <= batch <= self.batch[2] and n0 <= self.keypoints0[2] and n1 <= self.keypoints1[2]
-
 
 @dataclass
 class Manifest:
@@ -114,11 +102,6 @@ class Manifest:
         values["inputs"] = [TensorRecord(**t) for t in data["inputs"]]
         values["outputs"] = [TensorRecord(**t) for t in data["outputs"]]
         return cls(**values)
-
-    def profile_index(self, batch: int, n0: int, n1: int) -> int | None:
-        """Index of the first profile (profile files list them smallest first) that accepts the request once
-        padded (``ProfileRecord.accepts``), or None when none does."""
-        return next((i for i, p in enumerate(self.profiles) if p.accepts(batch, n0, n1)), None)
 
 
 def load_manifest(engine_path: Path) -> Manifest | None:

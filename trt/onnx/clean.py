@@ -6,6 +6,7 @@ number or a named symbol: an unnamed unknown dimension is where TensorRT's parse
 """
 
 import onnx
+from onnx import numpy_helper
 
 from trt.errors import ContractError
 
@@ -26,8 +27,8 @@ def deduplicate_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     first_by_content, replacement = {}, {}
     kept = []
     for init in model.graph.initializer:
-        key = (init.data_type, tuple(init.dims), hashlib.sha256(init.SerializeToString(deterministic=True)
-                                                                .replace(init.name.encode(), b"")).hexdigest())
+        content = numpy_helper.to_array(init).tobytes()
+        key = (init.data_type, tuple(init.dims), hashlib.sha256(content).hexdigest())
         if key in first_by_content:
             replacement[init.name] = first_by_content[key]
         else:

@@ -94,15 +94,20 @@ def torch_outputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
 
 
-def onnx_outputs(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a matcher graph (serialised bytes or a path) once on ONNX Runtime's CPU provider."""
+def run_onnx(model: bytes | str | Path, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Run a matcher graph (serialised bytes or a path) on ONNX Runtime's CPU provider, one session for all."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # ORT's optimiser warns about every Unsqueeze it keeps
     source = str(model) if isinstance(model, Path) else model
     session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    return dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds)))
+    return [dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds))) for feeds in feeds_list]
+
+
+def onnx_outputs(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a matcher graph once (see ``run_onnx``)."""
+    return run_onnx(model, [feeds])[0]
 
 
 def compare_outputs(expected: dict, actual: dict, where: str) -> None:

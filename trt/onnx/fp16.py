@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from trt.errors import ContractError, UserError
@@ -118,7 +119,7 @@ def convert_to_mixed_fp16(onnx_in: Path, onnx_out: Path) -> Path:
     """Write the mixed-precision variant of ``onnx_in`` to ``onnx_out`` (atomically) and return its path."""
     try:
         model = onnx.load(str(onnx_in))
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as error:
+    except (OSError, DecodeError) as error:
         raise UserError(f"cannot read ONNX file {onnx_in}: {error}") from None
     converted = mixed_fp16(model)
     with atomic_path(Path(onnx_out)) as tmp:

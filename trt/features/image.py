@@ -1,19 +1,23 @@
 """Reading images for the feature front-end: numpy and OpenCV only (no torch on the serving side).
 
 Images are uint8 arrays, (H, W) grayscale or (H, W, 3) RGB. Every failure a user can cause (a missing
-file, a folder, a file that is not an image, an image too small to hold features) is an ``ImageError``
-that names the file.
+file, a folder, a file that is not an image, an image too small to hold features or bigger than the
+pixel limit) is an ``ImageError`` that names the file. The size of PNG, JPEG, TIFF, WebP, GIF, BMP and
+PNM/PAM/PFM files is read from their header, so an image over the pixel limit is refused before it is
+decoded (a 400 KB PNG can hold 20000 x 20000 pixels, 5 GB once decoded); other formats are checked once
+decoded (OpenCV itself refuses more than 2^30 pixels).
 """
 
+import re
+import struct
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
 
 from trt.errors import ImageError
-
-MIN_IMAGE_SIDE = 16  # pixels; SIFT needs room for its 16x16 descriptor window and a few octaves
+from trt.validation import MIN_IMAGE_SIDE, check_channels, check_image, check_image_size  # noqa: F401 (re-exported)
 
 # ANYDEPTH keeps 16-bit data (scaled to 8 bits below, not truncated); ANYCOLOR keeps grayscale files
 # single-channel and turns colour-with-alpha into plain colour (the alpha channel is dropped). Unlike
@@ -22,12 +26,13 @@ MIN_IMAGE_SIDE = 16  # pixels; SIFT needs room for its 16x16 descriptor window a
 _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
-def read_image(path: Union[str, Path]) -> np.ndarray:
+def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.ndarray:
     """The image at ``path`` as uint8: (H, W) for grayscale files, (H, W, 3) RGB for colour ones.
 
     16-bit images are scaled to 8 bits (value / 257, rounded); an alpha channel is dropped; the EXIF
     orientation is applied. Raises ``ImageError`` when the file is missing, a folder, not a decodable
-    image, of an unsupported sample type, or smaller than 16 pixels on its shorter side.
+    image, of an unsupported sample type, smaller than 16 pixels on its shorter side, or larger than
+    ``max_pixels`` (default: ``trt.validation.max_pixels()``), the last two read from the header first.
     """
     path = Path(path)
     try:
@@ -42,17 +47,118 @@ def read_image(path: Union[str, Path]) -> np.ndarray:
         raise ImageError(f"cannot read image {path}: {reason}") from None
     if not data:
         raise ImageError(f"cannot read image {path}: the file is empty")
+    size = header_size(data)
+    if size is not None:
+        check_image_size(*size, f"image {path}", max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
-    except cv2.error:
+    except cv2.error as error:
+        if "CV_IO_MAX_IMAGE" in str(error):
+            raise ImageError(f"cannot read image {path}: it has more pixels than OpenCV decodes") from None
         image = None
     if image is None:
         raise ImageError(f"cannot read image {path}: not an image OpenCV can decode, or the file is corrupt")
     image = _to_uint8(image, path)
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV's BGR to RGB
-    check_image(image, str(path))
+    check_image(image, f"image {path}", max_pixels)
     return image
+
+
+def header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from the header of a PNG, JPEG, TIFF, WebP, GIF, BMP or PNM/PAM/PFM file; None for
+    other formats and for a header too damaged to read (OpenCV then has the last word)."""
+    readers = (
+        (b"\x89PNG\r\n\x1a\n", _png_size), (b"\xff\xd8", _jpeg_size), (b"II*\0", _tiff_size), (b"MM\0*", _tiff_size),
+        (b"RIFF", _webp_size), (b"GIF8", _gif_size), (b"BM", _bmp_size), (b"P", _pnm_size),
+    )
+    for magic, reader in readers:
+        if data.startswith(magic):
+            try:
+                return reader(data)
+            except (struct.error, IndexError, ValueError):
+                return None
+    return None
+
+
+def _png_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    """The frame header (SOFn) of a JPEG: the first segment that gives the size, after EXIF and tables."""
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            offset += 2
+        elif marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
+            return None
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0-15 (not DHT, JPG, DAC)
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return width, height
+        else:
+            offset += 2 + struct.unpack(">H", data[offset + 2 : offset + 4])[0]
+    return None
+
+
+def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:
+    """ImageWidth (256) and ImageLength (257) of the first image file directory (the page OpenCV reads)."""
+    order = "<" if data[:2] == b"II" else ">"
+    (directory,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[directory : directory + 2])
+    size = {}
+    for index in range(count):
+        entry = data[directory + 2 + 12 * index : directory + 14 + 12 * index]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            size[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _webp_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the frame start code
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14 bits each, minus one
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: the canvas, 24 bits each, minus one
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _gif_size(data: bytes) -> Optional[tuple[int, int]]:
+    return struct.unpack("<HH", data[6:10]) if data[:6] in (b"GIF87a", b"GIF89a") else None
+
+
+def _bmp_size(data: bytes) -> Optional[tuple[int, int]]:
+    (header,) = struct.unpack("<I", data[14:18])
+    if header == 12:  # OS/2 BITMAPCOREHEADER
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # a negative height means rows stored top-down
+
+
+def _pnm_size(data: bytes) -> Optional[tuple[int, int]]:
+    kind = data[1:2]
+    header = data[:4096]
+    if kind == b"7":  # PAM: WIDTH and HEIGHT lines before ENDHDR
+        width, height = (re.search(rb"\n%s\s+(\d+)" % key, header) for key in (b"WIDTH", b"HEIGHT"))
+        return (int(width.group(1)), int(height.group(1))) if width and height else None
+    if kind not in (b"1", b"2", b"3", b"4", b"5", b"6", b"F", b"f"):
+        return None
+    tokens = re.sub(rb"#[^\n]*", b" ", header[2:]).split()  # width and height come first, then the raster
+    return int(tokens[0]), int(tokens[1])
 
 
 def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
@@ -66,21 +172,6 @@ def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def check_image(image: np.ndarray, name: str = "image") -> None:
-    """Raise ``ImageError`` unless ``image`` is a uint8 (H, W) or (H, W, 3) array of usable size."""
-    if not isinstance(image, np.ndarray):
-        raise ImageError(f"{name}: expected a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ImageError(f"{name}: expected uint8 samples, got {image.dtype} (use read_image to load files)")
-    _check_channels(image, name)
-    height, width = image.shape[:2]
-    if min(height, width) < MIN_IMAGE_SIDE:
-        raise ImageError(
-            f"{name} is {width}x{height} pixels: too small for features, "
-            f"the shorter side must be at least {MIN_IMAGE_SIDE} pixels"
-        )
-
-
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # R, G, B: those of kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
 
@@ -91,13 +182,8 @@ def to_grayscale_float(image: np.ndarray) -> np.ndarray:
     ``rgb_to_grayscale`` (``r * 0.299 + g * 0.587 + b * 0.114``, in that order); a grayscale input is
     treated as three equal channels, so its float values are exactly the reference's.
     """
-    _check_channels(image)
+    check_channels(image)
     x = image.astype(np.float32) / np.float32(255)
     r, g, b = (x, x, x) if x.ndim == 2 else (x[..., 0], x[..., 1], x[..., 2])
     w_r, w_g, w_b = (np.float32(w) for w in GRAY_WEIGHTS)
     return w_r * r + w_g * g + w_b * b
-
-
-def _check_channels(image: np.ndarray, name: str = "image") -> None:
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ImageError(f"{name}: expected shape (H, W) grayscale or (H, W, 3) RGB, got {image.shape}")

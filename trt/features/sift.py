@@ -39,9 +39,14 @@ import numpy as np
 
 from trt.errors import UserError
 from trt.features.base import Features
-from trt.features.image import check_image, read_image, to_grayscale_float
+from trt.features.image import read_image, to_grayscale_float
+from trt.validation import MAX_KEYPOINTS, check_image, check_integer, check_resize, check_resized_size
 
 DESCRIPTOR_DIM = 128
+# Bounds of the options that size OpenCV's work: layers per octave (OpenCV's default is 3; each adds
+# pyramid images of the whole octave) and the suppression window (a (2r+1)^2 dilation per image).
+MAX_OCTAVE_LAYERS = 16
+MAX_NMS_RADIUS = 256
 
 
 def sift_to_rootsift(descriptors: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -105,10 +110,7 @@ def resize_long_side(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[fl
     removes aliasing; then bilinear sampling at pixel centres (``cv2.INTER_LINEAR``), up or down.
     """
     height, width = image.shape[:2]
-    if width >= height:
-        new_width, new_height = size, max(1, int(size / (width / height)))
-    else:
-        new_width, new_height = max(1, int(size * (width / height))), size
+    new_width, new_height = resized_size(width, height, size)
     scale = (new_width / width, new_height / height)
     if (new_width, new_height) == (width, height):
         return image, scale
@@ -118,6 +120,13 @@ def resize_long_side(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[fl
         kernel = tuple(_odd(int(max(4.0 * s, 3))) if n > 1 else 1 for s, n in ((sigma_x, width), (sigma_y, height)))
         image = cv2.GaussianBlur(image, kernel, sigmaX=sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_REFLECT_101)
     return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR), scale
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) once the long side is ``size``: the short side scaled and truncated, at least 1."""
+    if width >= height:
+        return size, max(1, int(size / (width / height)))
+    return max(1, int(size * (width / height))), size
 
 
 def _odd(n: int) -> int:
@@ -142,10 +151,14 @@ class SIFT:
         if unknown:
             raise UserError(f"unknown SIFT option(s) {', '.join(unknown)}: choose from {', '.join(self.default_conf)}")
         self.conf = {**self.default_conf, **conf}
-        for key in ("max_num_keypoints", "resize"):
-            _check_int(key, self.conf[key], minimum=1, allow_none=True)
-        _check_int("nms_radius", self.conf["nms_radius"], minimum=0, allow_none=True)
-        _check_int("num_octaves", self.conf["num_octaves"], minimum=1, allow_none=False)
+        self.conf["resize"] = check_resize(self.conf["resize"], "SIFT option resize")
+        if self.conf["max_num_keypoints"] is not None:  # one keypoint is a valid request of the front-end alone
+            self.conf["max_num_keypoints"] = check_integer(
+                self.conf["max_num_keypoints"], "SIFT option max_num_keypoints", 1, MAX_KEYPOINTS
+            )
+        if self.conf["nms_radius"] is not None:
+            check_integer(self.conf["nms_radius"], "SIFT option nms_radius", 0, MAX_NMS_RADIUS)
+        check_integer(self.conf["num_octaves"], "SIFT option num_octaves", 1, MAX_OCTAVE_LAYERS)
         for key in ("detection_threshold", "edge_threshold"):
             value = self.conf[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -160,10 +173,11 @@ class SIFT:
     def __call__(self, image: np.ndarray) -> Features:
         """Features of a uint8 (H, W) grayscale or (H, W, 3) RGB image, in its own pixels."""
         check_image(image)
+        height, width = image.shape[:2]
         gray = to_grayscale_float(image)
-        height, width = gray.shape
         scale = (1.0, 1.0)
         if self.conf["resize"] is not None:
+            check_resized_size((width, height), resized_size(width, height, self.conf["resize"]), self.conf["resize"])
             gray, scale = resize_long_side(gray, self.conf["resize"])
         # Back to 8 bits by truncation, as the reference's ``(image * 255).astype(np.uint8)``. Measured on
         # three test images: this reproduces 99.9 % of the reference's keypoints to 0.01 px; rounding
@@ -191,12 +205,3 @@ class SIFT:
     def extract_path(self, path: Union[str, Path]) -> Features:
         """Features of the image file at ``path`` (see ``read_image`` for what is accepted)."""
         return self(read_image(path))
-
-
-def _check_int(key: str, value, minimum: int, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise UserError(f"SIFT option {key} must be an integer >= {minimum}{extra}, got {value!r}")
-

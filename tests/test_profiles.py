@@ -215,7 +215,7 @@ def test_to_trt_is_the_only_tensorrt_step():
 
 def make_manifest(profile: KeypointProfile) -> Manifest:
     return Manifest(
-        engine={"file": "m.engine", "sha256": "0" * 64, "bytes": 3}, onnx={"path": "m.onnx"},
+        engine={"file": "m.engine", "sha256": "0" * 64, "bytes": 3}, onnx={"path": "m.onnx", "sha256": "1" * 64},
         builder={"name": "tensorrt-rtx", "version": "1"}, target={"compute_capability": "8.9"}, precision="fp32",
         extractor="sift", descriptor_dim=128, scale_ori=True, profiles=[ProfileRecord(**profile.to_record())],
         inputs=[TensorRecord("kpts0", "float32", ["B", "N0", 2])], outputs=[], build_seconds=1.0,

@@ -24,14 +24,39 @@ the builder writes it, atomically, only after the engine file itself is in place
 
 ``batch``/``keypoints0``/``keypoints1`` are null in a profile of a graph without the matcher contract
 (a static graph built with a single profile); ``shapes`` is always complete.
+
+Reading checks every field against ``SCHEMA`` (one line per field; a field with a default in the
+dataclass may be absent, unknown fields are ignored), then what spans fields: a matcher (``descriptor_dim``
+set) has keypoint ranges in every profile, a recorded ONNX path has its sha256. A manifest that fails
+is an ``EngineError`` naming the file and the field, so no engine is served on a manifest that could not
+check it.
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from trt.errors import EngineError
 from trt.fileio import write_text_atomic
+from trt.validation import (
+    ANY,
+    BOOLEAN,
+    INTEGER,
+    NAME,
+    NULL,
+    NUMBER,
+    POSITIVE_INTEGER,
+    SHA256,
+    TEXT,
+    AnyOf,
+    ListOf,
+    MapOf,
+    Nullable,
+    Ordered,
+    Record,
+    SchemaError,
+    constant,
+)
 
 FORMAT = "lightglue-trt-engine/1"
 SUFFIX = ".json"
@@ -89,19 +114,82 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """The manifest in ``data`` (parsed JSON), checked against ``SCHEMA``; a SchemaError (ValueError) if not."""
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+            raise SchemaError("not a JSON object")
         if data.get("format") != FORMAT:
-            raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
-        known = {f.name for f in fields(cls)}
-        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name not in ("timings", "created", "options"))
-        if missing:
-            raise ValueError(f"missing fields: {', '.join(missing)}")
-        values = {k: v for k, v in data.items() if k in known}
-        values["profiles"] = [ProfileRecord(**p) for p in data["profiles"]]
-        values["inputs"] = [TensorRecord(**t) for t in data["inputs"]]
-        values["outputs"] = [TensorRecord(**t) for t in data["outputs"]]
+            raise SchemaError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        SCHEMA.check(data, "")
+        _check_consistency(data)
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["profiles"] = [_record(ProfileRecord, p) for p in data["profiles"]]
+        values["inputs"] = [_record(TensorRecord, t) for t in data["inputs"]]
+        values["outputs"] = [_record(TensorRecord, t) for t in data["outputs"]]
         return cls(**values)
+
+
+def _record(kind, data: dict):
+    """A record dataclass from its checked JSON object (fields it does not know are ignored)."""
+    return kind(**{f.name: data[f.name] for f in fields(kind) if f.name in data})
+
+
+def _optional(kind) -> set[str]:
+    """Fields of a dataclass that have a default: they may be absent from the JSON."""
+    return {f.name for f in fields(kind) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+# The schema: one line per field. Add a field here and to the dataclass (with a default, so that older
+# manifests still load) together; tests/test_validation.py checks that the two agree.
+RANGE = Ordered(POSITIVE_INTEGER, 3)  # [min, opt, max]
+SHAPE = ListOf(POSITIVE_INTEGER)
+TENSOR_SCHEMA = Record({
+    "name": NAME,
+    "dtype": NAME,
+    "shape": ListOf(AnyOf(INTEGER, NAME, NULL)),  # fixed sizes, symbolic names, null for unnamed dynamic sizes
+}, optional=_optional(TensorRecord))
+PROFILE_SCHEMA = Record({
+    "name": NAME,
+    "batch": Nullable(RANGE),
+    "keypoints0": Nullable(RANGE),
+    "keypoints1": Nullable(RANGE),
+    "shapes": MapOf(Record({"min": SHAPE, "opt": SHAPE, "max": SHAPE})),
+}, optional=_optional(ProfileRecord))
+SCHEMA = Record({
+    "format": constant(FORMAT),
+    "engine": Record({"file": NAME, "sha256": SHA256, "bytes": POSITIVE_INTEGER}),
+    "onnx": Record({
+        "path": Nullable(NAME),
+        "absolute": Nullable(NAME),
+        "sha256": Nullable(SHA256),
+        "metadata": MapOf(TEXT),
+        "converted_from": Record({"path": NAME, "sha256": SHA256}),
+    }, optional={"absolute", "metadata", "converted_from"}),
+    "builder": Record({"name": NAME, "version": NAME}),
+    "target": Record({"compute_capability": AnyOf(NULL, NAME, ListOf(NAME, min_length=1))}),
+    "precision": NAME,
+    "extractor": Nullable(NAME),
+    "descriptor_dim": Nullable(POSITIVE_INTEGER),
+    "scale_ori": Nullable(BOOLEAN),
+    "profiles": ListOf(PROFILE_SCHEMA, min_length=1),
+    "inputs": ListOf(TENSOR_SCHEMA),
+    "outputs": ListOf(TENSOR_SCHEMA),
+    "build_seconds": NUMBER,
+    "timings": MapOf(NUMBER),
+    "created": TEXT,
+    "options": MapOf(ANY),
+}, optional=_optional(Manifest))
+
+
+def _check_consistency(data: dict) -> None:
+    """What one field's schema cannot say: how fields agree with each other."""
+    for index, profile in enumerate(data["profiles"]):
+        ranges = [profile.get(key) for key in ("batch", "keypoints0", "keypoints1")]
+        if any(r is None for r in ranges) and any(r is not None for r in ranges):
+            raise SchemaError(f"profiles[{index}]: batch, keypoints0 and keypoints1 must be all given or all null")
+        if data["descriptor_dim"] is not None and ranges[0] is None:
+            raise SchemaError(f"profiles[{index}]: a matcher engine's profile needs batch and keypoint ranges")
+    if data["onnx"]["path"] is not None and data["onnx"]["sha256"] is None:
+        raise SchemaError("onnx.sha256: a recorded source ONNX needs its sha256, to check that it is the one")
 
 
 def load_manifest(engine_path: Path) -> Manifest | None:
@@ -113,7 +201,9 @@ def load_manifest(engine_path: Path) -> Manifest | None:
         return None
     except OSError as error:
         raise EngineError(f"cannot read engine manifest {path}: {error.strerror}") from error
+    except UnicodeDecodeError:
+        raise EngineError(f"corrupt engine manifest {path}: not UTF-8 text") from None
     try:
         return Manifest.from_dict(json.loads(text))
-    except (ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and SchemaError are ValueErrors
         raise EngineError(f"corrupt engine manifest {path}: {error}") from error

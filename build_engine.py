@@ -14,26 +14,27 @@ from pathlib import Path
 
 from trt.cli import run
 from trt.engine.backends import BUILDERS, PRECISIONS
-from trt.engine.builder import DEFAULTS, OPT_LEVELS, BuildOptions, build_engine
+from trt.engine.builder import DEFAULTS, MAX_WORKSPACE_MIB, OPT_LEVELS, BuildOptions, build_engine
 from trt.engine.trtexec import format_command, trtexec_command
+from trt.validation import path_arg, positive_int_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", type=Path, required=True, help="exported matcher (or any ONNX with fixed input shapes)")
-    parser.add_argument("--profiles", type=Path, default=None,
+    parser.add_argument("--onnx", type=path_arg, required=True, help="exported matcher (or any ONNX with fixed input shapes)")
+    parser.add_argument("--profiles", type=path_arg, default=None,
                         help="profile file (default: profiles/<extractor>.toml, the extractor read from the ONNX "
                              "metadata lightglue.extractor; an ONNX with fixed input shapes needs none)")
-    parser.add_argument("--output", type=Path, default=None, help="engine path (default: the ONNX path with .engine)")
+    parser.add_argument("--output", type=path_arg, default=None, help="engine path (default: the ONNX path with .engine)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
     parser.add_argument("--builder", choices=BUILDERS, default=DEFAULTS.builder,
                         help="auto: full TensorRT where installed, else tensorrt-rtx")
     parser.add_argument("--target-sm", default=DEFAULTS.target_sm, metavar="X.Y",
                         help="tensorrt-rtx: compute capability to build for (default 8.9); "
                              "full TensorRT builds for the local GPU")
-    parser.add_argument("--workspace", dest="workspace_mib", type=int, default=DEFAULTS.workspace_mib, metavar="MIB",
+    parser.add_argument("--workspace", dest="workspace_mib", type=positive_int_arg(MAX_WORKSPACE_MIB), default=DEFAULTS.workspace_mib, metavar="MIB",
                         help="builder workspace limit in MiB (default: TensorRT's)")
-    parser.add_argument("--timing-cache", type=Path, default=DEFAULTS.timing_cache, metavar="FILE",
+    parser.add_argument("--timing-cache", type=path_arg, default=DEFAULTS.timing_cache, metavar="FILE",
                         help="timing cache: read if it exists, updated after the build")
     parser.add_argument("--opt-level", type=int, choices=OPT_LEVELS, default=DEFAULTS.opt_level, metavar="0-5",
                         help="builder optimization level (default: TensorRT's, 3)")

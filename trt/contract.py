@@ -29,6 +29,15 @@ from trt.errors import ContractError
 BATCH, KEYPOINTS0, KEYPOINTS1 = "B", "N0", "N1"
 DEFAULT_THRESHOLD = 0.1
 NO_MATCH = -1
+# LightGlue attends with 4 heads (trt/models/lightglue.py): its largest tensors are the attention scores,
+# [B, 4, N, N + 1] for N = max(N0, N1) (the extra key column masks padding). Profiles are bounded by them.
+ATTENTION_HEADS = 4
+
+
+def largest_tensor_shape(batch: int, n0: int, n1: int) -> tuple[int, int, int, int]:
+    """Shape of the matcher's largest tensor for a (B, N0, N1) request: the attention scores."""
+    n = max(n0, n1)
+    return batch, ATTENTION_HEADS, n, n + 1
 
 
 @dataclass(frozen=True)

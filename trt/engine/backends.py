@@ -45,6 +45,10 @@ class Backend:
 
     name: str  # as users type it: --builder NAME
     module_name: str  # Python module
+    # The first bytes of the engines it serializes (read without TensorRT to refuse other files early),
+    # and where the header records the engine's size in bytes (little-endian uint64), if known.
+    plan_magic: bytes
+    plan_size_offset: int | None = None
     default_target: str | None = None  # compute capability built for when none is given
     needs_fp16_onnx = False  # FP16 needs an FP16 variant of the ONNX (strong typing)
 
@@ -85,6 +89,7 @@ class Backend:
 class TensorRT(Backend):
     name = "tensorrt"
     module_name = "tensorrt"
+    plan_magic = b"ftrt"  # what torch-tensorrt checks for; the rest of the header is not documented
 
     @property
     def needs_fp16_onnx(self) -> bool:
@@ -120,6 +125,8 @@ class TensorRT(Backend):
 class TensorRTRTX(Backend):
     name = "tensorrt-rtx"
     module_name = "tensorrt_rtx"
+    plan_magic = b"vtrt"  # read from tensorrt-rtx 1.7 engines, which record their size at bytes 16-23
+    plan_size_offset = 16
     default_target = "8.9"
     needs_fp16_onnx = True
 
@@ -169,9 +176,15 @@ def get_backend(name: str = "auto") -> Backend:
 _LOGGERS: dict[str, object] = {}
 
 
+# Warnings that mean the engine would not work: tensorrt-rtx logs a profile it cannot honour at its
+# maximum ("Profile kMAX values are not self-consistent. ... tensor volume exceeds ...") as a warning,
+# and writes the engine anyway. The logger files these with the errors, so the build fails.
+FATAL_WARNINGS = (r"not self-consistent",)
+
+
 def make_logger(backend: Backend, echo_warnings: bool = True):
-    """The process's TensorRT logger for ``backend``: it keeps error messages (for BuildError) in ``errors``
-    and prints warnings to stderr when ``echo_warnings``.
+    """The process's TensorRT logger for ``backend``: it keeps error messages (for BuildError) in ``errors``,
+    with the warnings ``FATAL_WARNINGS`` names, and prints warnings to stderr when ``echo_warnings``.
 
     One per module and process, because TensorRT keeps the first logger it is given and ignores (with a
     warning) any other; callers clear ``errors`` before a step whose errors they report.
@@ -190,8 +203,11 @@ def make_logger(backend: Backend, echo_warnings: bool = True):
             def log(self, level, message):
                 if level in (severity.INTERNAL_ERROR, severity.ERROR):
                     self.errors.append(message)
-                elif level == severity.WARNING and self.echo_warnings:
-                    print(f"[{backend.name}] {message}", file=sys.stderr)
+                elif level == severity.WARNING:
+                    if any(re.search(pattern, message) for pattern in FATAL_WARNINGS):
+                        self.errors.append(message)
+                    elif self.echo_warnings:
+                        print(f"[{backend.name}] {message}", file=sys.stderr)
 
         logger = _LOGGERS[backend.module_name] = CapturingLogger()
     logger.echo_warnings = echo_warnings

@@ -35,8 +35,10 @@ from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, manifest_
 from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
 from trt.errors import BuildError, UserError
 from trt.fileio import atomic_path, check_writable, sha256_file, write_bytes_atomic
+from trt.validation import check_distinct_paths, check_input_file, check_integer, check_path
 
 OPT_LEVELS = range(0, 6)
+MAX_WORKSPACE_MIB = 1 << 24  # 16 TiB; TensorRT takes the limit in bytes as a 64-bit size
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class BuildOptions:
             raise UserError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
             raise UserError(f"optimization level must be 0-5, not {self.opt_level}")
-        if self.workspace_mib is not None and self.workspace_mib <= 0:
-            raise UserError(f"workspace must be a positive number of MiB, not {self.workspace_mib}")
+        if self.workspace_mib is not None:
+            check_integer(self.workspace_mib, "the workspace (MiB)", 1, MAX_WORKSPACE_MIB)
         return self
 
 
@@ -184,7 +186,8 @@ class EngineBytesFromNetwork:
         built: BuilderConfig = self.config(parsed) if callable(self.config) else self.config
         parsed.logger.errors.clear()
         serialized = parsed.builder.build_serialized_network(parsed.network, built.config)
-        if serialized is None or serialized.nbytes == 0:
+        # An engine is only as good as a build that logged no error: TensorRT may serialize one anyway.
+        if serialized is None or serialized.nbytes == 0 or parsed.logger.errors:
             errors = "\n".join(f"  {message}" for message in parsed.logger.errors) or "  (no error reported)"
             raise BuildError(f"{parsed.backend.name} could not build the engine:\n{errors}")
         return bytes(memoryview(serialized))
@@ -274,11 +277,11 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     (see ``trt.engine.profiles.load_profiles``). Nothing is written unless the build succeeds.
     """
     started = time.perf_counter()
+    timing_cache = check_path(timing_cache, "the timing cache path") if timing_cache is not None else None
     options = BuildOptions(precision, builder, target_sm, workspace_mib, timing_cache, opt_level, progress, gate).check()
-    onnx = Path(onnx)
-    output = Path(output) if output is not None else onnx.with_suffix(".engine")
-    if not onnx.is_file():
-        raise UserError(f"ONNX file not found: {onnx}")
+    onnx = check_input_file(onnx, "ONNX file")
+    output = check_path(output, "the engine path") if output is not None else onnx.with_suffix(".engine")
+    profiles = check_path(profiles, "the profile file path") if profiles is not None else None
     backend = get_backend(options.builder)
     target = backend.target(options.target_sm)
     if options.timing_cache is not None and not backend.supports_timing_cache():
@@ -286,8 +289,12 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     timer = _Timer()
     with timer.step("profiles"):
         graph = GraphSignature.from_onnx(onnx)
-        resolved = load_profiles(graph, Path(profiles) if profiles is not None else None)
-    _check_output(output)  # after the inputs are checked, before the long build
+        resolved = load_profiles(graph, profiles)
+    # A matcher graph gets its mixed-precision variant, gated; other graphs build FP16 by flags (full TensorRT).
+    converts = options.precision == "fp16" and not is_fp16_graph(graph) and bool(graph.layout or backend.needs_fp16_onnx)
+    # after the inputs are checked, before the long build
+    _check_output(output, {"the ONNX": onnx, "the profile file": profiles},
+                  {"the timing cache": options.timing_cache, "the FP16 ONNX": fp16_onnx_path(output) if converts else None})
     remove_stale_temporaries(output)
     cache_in = None
     if options.timing_cache is not None:  # an empty cache when the file does not exist yet
@@ -297,8 +304,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
         source, built_graph = onnx, graph
         converted = None  # the FP16 variant made here, moved beside the engine once the build succeeds
         gate_report = None
-        # A matcher graph gets its mixed-precision variant, gated; other graphs build FP16 by flags (full TensorRT).
-        if options.precision == "fp16" and not is_fp16_graph(graph) and (graph.layout or backend.needs_fp16_onnx):
+        if converts:
             from trt.onnx.fp16 import convert_to_mixed_fp16
 
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", suffix=".tmp",
@@ -360,8 +366,9 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     return output
 
 
-def _check_output(output: Path) -> None:
-    """Fail before the long build when ``output`` cannot be written."""
+def _check_output(output: Path, inputs: dict, other_outputs: dict) -> None:
+    """Fail before the long build when ``output`` cannot be written, or a file written would be an input."""
     if output.suffix == ".json":
         raise UserError(f"the engine path {output} ends in .json, the manifest's suffix: name it .engine")
+    check_distinct_paths({"the engine": output, "its manifest": manifest_path(output), **other_outputs}, inputs)
     check_writable(output)

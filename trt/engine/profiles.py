@@ -25,12 +25,18 @@ leave sizes no profile accepts. A request runs in the first bucket whose ``max``
 and whose batch range holds B; the runtime pads N0 and N1 up to that bucket (``count0``/``count1`` say
 which rows are real), so a pair of 100 and 3000 keypoints runs in the 2049-4096 bucket.
 
+No tensor may exceed ``MAX_TENSOR_VOLUME`` elements at a profile's maximum: every input, and for a
+matcher the attention scores (``trt.contract.largest_tensor_shape``), so that a bucket of, say, 2^31
+keypoints is refused with the largest size that fits rather than built into an engine TensorRT calls
+"not self-consistent".
+
 The input shapes of each bucket follow from the matcher contract (``trt.contract``): ``kpts``, ``desc``,
 ``scales`` and ``oris`` from B and N0/N1, ``size`` and ``count`` from B, ``threshold`` is [1]. A graph
 without the contract (a feature extractor, say) takes only ``shapes`` tables; a graph with fixed input
 dimensions needs no file at all: its single profile is derived from it (``static_profile``).
 """
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -38,12 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trt.contract import concrete_shape, infer_layout, input_specs
+from trt.contract import ATTENTION_HEADS, concrete_shape, infer_layout, input_specs, largest_tensor_shape
 from trt.errors import BuildError, ContractError, ProfileError, UserError
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 EXTRACTOR_METADATA_KEY = "lightglue.extractor"
 STATIC_PROFILE_NAME = "static"
+# Elements of one tensor TensorRT builds for: tensorrt-rtx 1.7 logs "tensor volume exceeds 1099511627776"
+# (and writes an engine unusable at the profile's maximum) beyond it.
+MAX_TENSOR_VOLUME = 1 << 40
 
 _BUCKET_KEYS = {"name", "batch", "keypoints", "keypoints0", "keypoints1", "shapes"}
 _FILE_KEYS = {"batch", "profile"}
@@ -379,7 +388,31 @@ def resolve(bucket: Bucket, graph: GraphSignature) -> KeypointProfile:
             shapes[graph_input.name] = ShapeTuple(*(graph_input.shape,) * 3)
         _check_against_graph(graph_input, shapes[graph_input.name], label)
     ordered = {i.name: shapes[i.name] for i in graph.inputs}
-    return KeypointProfile(bucket.name, ordered, bucket.batch, bucket.keypoints0, bucket.keypoints1)
+    return _check_volumes(KeypointProfile(bucket.name, ordered, bucket.batch, bucket.keypoints0, bucket.keypoints1), label)
+
+
+def _check_volumes(profile: KeypointProfile, label: str) -> KeypointProfile:
+    """No tensor of the profile, at its maximum, may be larger than TensorRT builds for."""
+    for name, shape in profile.shapes.items():
+        volume = math.prod(shape.max)
+        if volume > MAX_TENSOR_VOLUME:
+            raise ProfileError(
+                f"{label}: input {name!r} at its max shape {list(shape.max)} has {volume} elements, more than the "
+                f"{MAX_TENSOR_VOLUME} (2^40) TensorRT builds for"
+            )
+    if profile.keypoints0 is None:
+        return profile
+    batch = profile.batch.max
+    largest = largest_tensor_shape(batch, profile.keypoints0.max, profile.keypoints1.max)
+    if math.prod(largest) > MAX_TENSOR_VOLUME:
+        fits = math.isqrt(MAX_TENSOR_VOLUME // (batch * ATTENTION_HEADS))
+        fits -= math.prod(largest_tensor_shape(batch, fits, fits)) > MAX_TENSOR_VOLUME
+        raise ProfileError(
+            f"{label}: at batch {batch} and {largest[2]} keypoints, LightGlue's attention scores are a "
+            f"{list(largest)} tensor of {math.prod(largest):.3g} elements, more than the {MAX_TENSOR_VOLUME} (2^40) "
+            f"TensorRT builds for: at batch {batch}, a profile holds at most {fits} keypoints"
+        )
+    return profile
 
 
 def _check_against_graph(graph_input: GraphInput, shapes: ShapeTuple, label: str) -> None:
@@ -412,7 +445,7 @@ def static_profile(graph: GraphSignature) -> KeypointProfile:
     if graph.layout is not None:
         batch, n0, n1 = shapes["kpts0"].min[0], shapes["kpts0"].min[1], shapes["kpts1"].min[1]
         ranges = {"batch": Range(batch, batch, batch), "keypoints0": Range(n0, n0, n0), "keypoints1": Range(n1, n1, n1)}
-    return KeypointProfile(STATIC_PROFILE_NAME, shapes, **ranges)
+    return _check_volumes(KeypointProfile(STATIC_PROFILE_NAME, shapes, **ranges), "the ONNX's fixed input shapes")
 
 
 def default_profile_path(graph: GraphSignature) -> Path | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from trt.engine.backends import fp32_layer
 from trt.engine.builder import DEFAULTS, BuildOptions
 from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
+from trt.validation import check_distinct_paths, check_input_file, check_path
 
 
 def shape_spec(shapes: dict[str, tuple]) -> str:
@@ -47,8 +48,9 @@ def fp32_node_names(onnx: Path) -> list[str]:
 def trtexec_command(onnx: Path, profiles: Path | None = None, output: Path | None = None,
                     options: BuildOptions = DEFAULTS) -> list[str]:
     """The trtexec argument list building ``onnx`` with ``profiles`` (resolved as ``build_engine`` does)."""
-    onnx = Path(onnx)
-    output = Path(output) if output is not None else onnx.with_suffix(".engine")
+    onnx = check_input_file(onnx, "ONNX file")
+    output = check_path(output, "the engine path") if output is not None else onnx.with_suffix(".engine")
+    check_distinct_paths({"the engine": output}, {"the ONNX": onnx, "the profile file": profiles})  # when it runs
     options.check()
     resolved = load_profiles(GraphSignature.from_onnx(onnx), Path(profiles) if profiles is not None else None)
     command = ["trtexec", f"--onnx={onnx}", f"--saveEngine={output}", "--skipInference", *profile_flags(resolved)]

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trt.contract import ATTENTION_HEADS
 from trt.extractors import Extractor
 
 NUM_LAYERS = 9
-NUM_HEADS = 4
+NUM_HEADS = ATTENTION_HEADS
 DESCRIPTOR_DIM = 256
 HEAD_DIM = DESCRIPTOR_DIM // NUM_HEADS
 MASK_BIAS = -1e4  # added to padded keys' logits: exp(-1e4) is 0 in FP32 and FP16 alike

@@ -15,27 +15,46 @@ from pathlib import Path
 
 from trt.cli import run
 from trt.contract import DEFAULT_THRESHOLD
+from trt.engine.manifest import manifest_path
 from trt.extractors import EXTRACTORS
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.validation import (
+    DEFAULT_MAX_PIXELS,
+    MAX_KEYPOINTS,
+    MAX_RESIZE,
+    MIN_KEYPOINTS,
+    MIN_RESIZE,
+    check_distinct_paths,
+    max_keypoints_arg,
+    max_pixels_arg,
+    path_arg,
+    pixel_limit,
+    resize_arg,
+    threshold_arg,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="*", type=Path, help="two images to match (or use --pairs)")
-    parser.add_argument("--engine", type=Path, required=True, help="the .engine file (its manifest X.engine.json beside it)")
-    parser.add_argument("--onnx", type=Path, help="the engine's source ONNX, if not where its manifest says")
+    parser.add_argument("images", nargs="*", type=path_arg, help="two images to match (or use --pairs)")
+    parser.add_argument("--engine", type=path_arg, required=True, help="the .engine file (its manifest X.engine.json beside it)")
+    parser.add_argument("--onnx", type=path_arg, help="the engine's source ONNX, if not where its manifest says")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="match score threshold")
-    parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: 4096, or what the engine holds)")
-    parser.add_argument("--resize", type=int, default=DEFAULT_RESIZE,
-                        help="long side of the image SIFT runs on, in pixels; 0 for the original size")
+    parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
+                        help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
+    parser.add_argument("--max-keypoints", type=max_keypoints_arg,
+                        help=f"keypoints per image, {MIN_KEYPOINTS} to {MAX_KEYPOINTS} (default: 4096, or what the engine holds)")
+    parser.add_argument("--resize", type=resize_arg, default=DEFAULT_RESIZE,
+                        help=f"long side of the image SIFT runs on, {MIN_RESIZE} to {MAX_RESIZE} pixels; 0 for the original size")
+    parser.add_argument("--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse larger images, read from the file header before decoding (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
-    parser.add_argument("--output", type=Path, help="matches of the pair: .json or .npz")
-    parser.add_argument("--viz", type=Path, help="picture of the matches: .png")
-    parser.add_argument("--pairs", type=Path, help="text file of image pairs, one 'image0 image1' per line")
-    parser.add_argument("--output-dir", type=Path, help="with --pairs: folder for one matches file per pair")
+    parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
+    parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
+    parser.add_argument("--pairs", type=path_arg, help="text file of image pairs, one 'image0 image1' per line")
+    parser.add_argument("--output-dir", type=path_arg, help="with --pairs: folder for one matches file per pair")
     parser.add_argument("--format", choices=("json", "npz"), default="json", help="with --pairs: file format")
     args = parser.parse_args(argv)
     if args.pairs is None:
@@ -50,10 +69,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--pairs needs --output-dir")
         if args.output is not None or args.viz is not None:
             parser.error("--output and --viz are for one pair; with --pairs use --output-dir")
-    if args.max_keypoints is not None and args.max_keypoints < 2:
-        parser.error("--max-keypoints must be at least 2")
-    if args.resize < 0:
-        parser.error("--resize must be positive, or 0 for the original size")
     return args
 
 
@@ -75,6 +90,11 @@ def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
     from trt.runtime.jobs import prepare_pair, run_pair
 
+    check_distinct_paths(
+        {"--output": args.output, "--viz": args.viz},
+        {"image0": args.images[0], "image1": args.images[1], "--engine": args.engine,
+         "the engine's manifest": manifest_path(args.engine), "--onnx": args.onnx},
+    )
     job = prepare_pair(*args.images, output=args.output, viz=args.viz)
     with make_matcher(args) as matcher:
         result, written = run_pair(matcher, job)
@@ -104,7 +124,8 @@ def match_pairs(args) -> list[Path]:
 
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
-    return match_pairs(args) if args.pairs is not None else match_one(args)
+    with pixel_limit(args.max_pixels):
+        return match_pairs(args) if args.pairs is not None else match_one(args)
 
 
 if __name__ == "__main__":

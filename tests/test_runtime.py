@@ -8,6 +8,7 @@ result must be the model's (``match_pairs`` against ``match``).
 
 import hashlib
 import json
+import struct
 import sys
 import time
 import types
@@ -97,6 +98,14 @@ def make_standin_onnx(path: Path, descriptor_dim: int = 128, scale_ori: bool = T
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> Path:
     return make_standin_onnx(tmp_path_factory.mktemp("standin") / "standin.onnx")
+
+
+def plan_bytes(payload: bytes) -> bytes:
+    """``payload`` behind a tensorrt-rtx engine header (magic, then the size at bytes 16-23), which is what
+    ``read_engine`` checks of an engine without a manifest; for the fakes below, which load any bytes."""
+    data = bytearray(b"vtrt" + bytes(20) + payload)
+    struct.pack_into("<Q", data, 16, len(data))
+    return bytes(data)
 
 
 def random_features(rng, n: int, dim: int = 128, size=(640.0, 480.0)) -> Features:
@@ -374,8 +383,13 @@ def test_match_pairs_of_real_model_equals_match_calls(sift_onnx, data_dir):
 
 
 def test_from_engine_without_manifest_runs_the_given_onnx(tmp_path, standin, capsys):
-    engine = tmp_path / "trtexec.engine"
-    engine.write_bytes(b"an engine built by trtexec")
+    pytest.importorskip("tensorrt_rtx")
+    from trt.engine.builder import build_engine
+
+    profiles = tmp_path / "n64.toml"
+    profiles.write_text("[batch]\nmin = 1\nopt = 1\nmax = 2\n[[profile]]\nkeypoints = { min = 1, opt = 64, max = 64 }\n")
+    engine = build_engine(standin, profiles, tmp_path / "trtexec.engine", builder="tensorrt-rtx", progress=False)
+    manifest_path(engine).unlink()  # as trtexec leaves it
     with pytest.raises(UserError, match="no manifest naming its source ONNX.*--onnx"):
         Matcher.from_engine(engine, backend="onnxruntime")
     with pytest.raises(UserError, match="unknown backend 'cuda'"):
@@ -409,7 +423,7 @@ def fake_manifest(engine: Path, data: bytes, onnx: Path | None = None, **changes
 
 def test_engine_file_is_checked_against_its_manifest(tmp_path):
     engine = tmp_path / "m.engine"
-    data = b"engine bytes " * 100
+    data = plan_bytes(b"engine bytes " * 100)
     engine.write_bytes(data)
     manifest = fake_manifest(engine, data)
     assert trs.read_engine(engine, manifest) == data
@@ -534,10 +548,10 @@ def test_buffers_are_sized_for_the_profile_maximum():
 
 def test_tensorrt_session_without_a_gpu_fails_cleanly(tmp_path, standin):
     engine = tmp_path / "m.engine"
-    engine.write_bytes(b"not really an engine")
+    engine.write_bytes(plan_bytes(b"not really an engine"))
     manifest = fake_manifest(engine, engine.read_bytes())
     manifest.write(engine)
-    assert json.loads(manifest_path(engine).read_text())["engine"]["bytes"] == 20
+    assert json.loads(manifest_path(engine).read_text())["engine"]["bytes"] == 44
     session = trs.TensorRTSession(engine)
     assert session.profiles == [Profile("n16", (1, 1, 4), (1, 16, 16), (1, 16, 16))]
     if trs.cuda_devices():
@@ -695,9 +709,9 @@ def fake_gpu(monkeypatch, tmp_path, standin):
     """An engine file with its manifest, and TensorRT, pycuda and a GPU faked for TensorRTSession."""
     cuda = FakeCuda()
     engine_file = tmp_path / "fake.engine"
-    engine_file.write_bytes(b"fake engine")
+    engine_file.write_bytes(plan_bytes(b"fake engine"))
     manifest = fake_manifest(
-        engine_file, b"fake engine",
+        engine_file, engine_file.read_bytes(),
         profiles=[ProfileRecord(p.name, list(p.batch), list(p.keypoints0), list(p.keypoints1), {}) for p in PROFILES],
     )
     manifest.write(engine_file)

@@ -281,7 +281,7 @@ def test_engine_problems_fail_cleanly(sift_nn_engine, images, tmp_path, case, ba
         (["--output", "m.txt"], "name it .json or .npz"),
         (["--viz", "m.jpg"], "must be a .png"),
         (["--backend", "cuda"], "invalid choice"),
-        (["--max-keypoints", "1"], "at least 2"),
+        (["--max-keypoints", "1"], "from 2 to 1048576"),
     ],
 )
 def test_bad_flags_fail_before_any_work(sift_nn_engine, images, tmp_path, args, message):

@@ -22,9 +22,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from trt.contract import DEFAULT_THRESHOLD, NO_MATCH
+from trt.contract import DEFAULT_THRESHOLD, NO_MATCH, infer_layout
 from trt.engine.manifest import load_manifest
-from trt.errors import ContractError, UserError
+from trt.errors import ContractError, ImageError, UserError
 from trt.extractors import get_extractor
 from trt.features.base import Features, pack_pairs
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
@@ -36,6 +36,15 @@ from trt.runtime.tensorrt_session import (
     read_engine,
     source_onnx_path,
     tensorrt_unavailable,
+)
+from trt.validation import (
+    check_features,
+    check_matcher_manifest,
+    check_max_keypoints,
+    check_pairs,
+    check_path,
+    check_resize,
+    check_threshold,
 )
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -121,16 +130,18 @@ class Matcher:
     ):
         if on_overflow not in ON_OVERFLOW:
             raise UserError(f"on_overflow must be one of {', '.join(ON_OVERFLOW)}, got {on_overflow!r}")
-        if max_num_keypoints is not None and (isinstance(max_num_keypoints, bool) or int(max_num_keypoints) < 2):
-            raise UserError(f"max_num_keypoints must be an integer >= 2 or None, got {max_num_keypoints!r}")
-        self.threshold = float(threshold)
-        self.max_num_keypoints = max_num_keypoints
+        if extractor is not None and not (isinstance(extractor, str) or callable(extractor)):
+            raise UserError(f"extractor must be a feature type's name or a callable front-end, not {extractor!r}")
+        self.threshold = check_threshold(threshold)
+        self.max_num_keypoints = check_max_keypoints(max_num_keypoints)
         self.on_overflow = on_overflow
-        self.resize = resize
+        self.resize = check_resize(resize)
         self.runner = runner.activate()
         try:
             recorded = self.runner.metadata.get(METADATA_EXTRACTOR) or extractor_name
             self.extractor_name = self._resolve_extractor(extractor if isinstance(extractor, str) else None, recorded)
+            specs = self.runner.input_specs
+            self.layout = infer_layout([s.name for s in specs], {s.name: s.shape for s in specs})  # (D, scale_ori)
             self.capacity = capacity(self.runner.profiles)
             self._front_end = extractor if callable(extractor) else None
             self.summary = {**(summary or {}), "backend": runner.backend, "extractor": self.extractor_name}
@@ -160,9 +171,10 @@ class Matcher:
         """
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        engine = Path(engine)
-        onnx = Path(onnx) if onnx is not None else None
+        engine = check_path(engine, "the engine path")
+        onnx = check_path(onnx, "the ONNX path") if onnx is not None else None
         manifest = load_manifest(engine)
+        check_matcher_manifest(engine, manifest)
         reason = None
         if backend == "auto":
             reason = tensorrt_unavailable(manifest)
@@ -240,10 +252,12 @@ class Matcher:
 
         Results are in the order of ``pairs`` and equal those of one ``match``/``match_features`` each.
         """
+        pairs = check_pairs(pairs)
         features, extract_times = [], []
-        for pair in pairs:
+        for index, pair in enumerate(pairs):
             start = time.perf_counter()
-            features.append(tuple(self._limit(self._features(x), side) for side, x in enumerate(pair)))
+            names = [f"image {side}" if len(pairs) == 1 else f"pair {index}, image {side}" for side in (0, 1)]
+            features.append(tuple(self._limit(self._features(x, name), side) for side, (x, name) in enumerate(zip(pair, names))))
             extract_times.append(time.perf_counter() - start)
         results: list[Optional[MatchResult]] = [None] * len(features)
         busy = []
@@ -265,8 +279,14 @@ class Matcher:
                 result.timings = {"extract": extract, **result.timings}
         return results
 
-    def _features(self, item: Union[Image, Features]) -> Features:
-        return item if isinstance(item, Features) else self.extract(item)
+    def _features(self, item: Union[Image, Features], name: str) -> Features:
+        """Features given, or extracted from an image; checked against the model either way."""
+        if not isinstance(item, Features):
+            try:
+                item = self.extract(item)
+            except ImageError as error:
+                raise ImageError(f"{name}: {error}") from None
+        return check_features(item, name, *self.layout)
 
     def _limit(self, features: Features, side: int) -> Features:
         """Keep the strongest keypoints: at most ``max_num_keypoints``, and no more than a profile holds."""

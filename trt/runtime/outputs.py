@@ -54,7 +54,8 @@ def result_record(result: MatchResult, image0: str = "", image1: str = "", thres
 
 
 def encode_json(record: dict) -> bytes:
-    return (json.dumps(record, indent=1) + "\n").encode()
+    # NaN and Infinity are not JSON: inputs are checked so that none can reach a result (trt.validation)
+    return (json.dumps(record, indent=1, allow_nan=False) + "\n").encode()
 
 
 def encode_npz(record: dict) -> bytes:

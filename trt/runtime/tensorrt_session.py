@@ -30,6 +30,7 @@ are functions tested without a GPU.
 import ctypes
 import ctypes.util
 import importlib.util
+import struct
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -71,7 +72,30 @@ def read_engine(engine_path: Path, manifest: Optional[Manifest]) -> bytes:
         raise EngineError(f"engine {engine_path} is empty; {REBUILD}")
     if manifest is not None:
         check_engine_bytes(engine_path, data, manifest)
+    else:
+        check_engine_header(engine_path, data)
     return data
+
+
+def check_engine_header(engine_path: Path, data: bytes) -> None:
+    """Without a manifest, the file must at least be a whole TensorRT engine: its header says so."""
+    backend = next((b for b in BACKENDS.values() if data.startswith(b.plan_magic)), None)
+    if backend is None:
+        if data[:1] == b"\x08" or Path(engine_path).suffix.lower() == ".onnx":  # ModelProto starts with ir_version
+            raise EngineError(
+                f"{engine_path} is an ONNX model, not a TensorRT engine: build one with "
+                f"`python build_engine.py --onnx {engine_path}`, then pass the .engine it writes"
+            )
+        raise EngineError(f"{engine_path} is not a TensorRT engine (its first bytes are no engine header); {REBUILD}")
+    offset = backend.plan_size_offset
+    if offset is None:
+        return
+    recorded = struct.unpack_from("<Q", data, offset)[0] if len(data) >= offset + 8 else "more"
+    if recorded != len(data):
+        raise EngineError(
+            f"engine {engine_path} has {len(data)} bytes but its header says {recorded}: "
+            f"the file is truncated or damaged; {REBUILD}"
+        )
 
 
 def check_engine_bytes(engine_path: Path, data: bytes, manifest: Manifest) -> None:
@@ -108,6 +132,8 @@ def check_source_onnx(onnx_path: Optional[Path], manifest: Optional[Manifest], r
 
     ``required``: whether a missing file is an error (it is when the ONNX is to be run in the engine's place).
     """
+    if onnx_path is not None and Path(onnx_path).is_dir():
+        raise EngineError(f"the engine's source ONNX {onnx_path} is a folder, not an ONNX file")
     if onnx_path is None or not Path(onnx_path).is_file():
         if required:
             where = f" at {onnx_path}" if onnx_path is not None else ""

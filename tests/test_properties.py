@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import build_engine as build_cli
 import trt_infer
-from bad_inputs import cli, snapshot, texture, tiny_engine, write_png
+from bad_inputs import blank_png, cli, snapshot, texture, tiny_engine, write_png
 from test_runtime import PROFILES
 from trt.engine.manifest import load_manifest, manifest_path
 from trt.errors import UserError
@@ -259,9 +259,13 @@ LIMIT = 1_000_000  # the pixel limit image files are read under here: sizes arou
 
 @st.composite
 def image_files(draw):
-    kind = draw(st.sampled_from(["encoded"] * 4 + ["png-size", "random"]))
+    kind = draw(st.sampled_from(["encoded"] * 4 + ["png-size", "blank", "random"]))
     if kind == "random":
         return draw(st.binary(max_size=64)), "random"
+    if kind == "blank":  # valid files at and around the pixel limit, and OpenCV's side limit
+        width, height = draw(st.sampled_from([(1000, 1000), (1000, 1001), (1001, 1000), (16, 62500), (16, 62501),
+                                              (1 << 20, 16), ((1 << 20) + 1, 16), (15, 1000)]))
+        return blank_png(width, height), "blank"
     h, w = draw(st.sampled_from([1, 15, 16, 40])), draw(st.sampled_from([16, 33, 100]))
     image = texture(draw(st.integers(0, 9)), (h, w))
     if draw(st.booleans()):
@@ -327,7 +331,8 @@ def json_paths(value, prefix=()):
 def test_any_damaged_manifest_is_read_or_refused_as_corrupt(engine, tmp_path_factory, data):
     document = json.loads(manifest_path(engine).read_text())
     paths = [p for p in json_paths(document) if p]
-    path = data.draw(st.sampled_from(paths), label="path")
+    shallow = [p for p in paths if len(p) <= 2]  # the deep ones are mostly the many shapes of the profiles
+    path = data.draw(st.sampled_from(shallow) | st.sampled_from(paths), label="path")
     parent = document
     for key in path[:-1]:
         parent = parent[key]
@@ -384,17 +389,19 @@ FLAG_VALUES = {  # in range, at and around the limits, or any text
 }
 
 
+FLAG_IN_RANGE = {  # the documented ranges (README, "Reliability"), as the flag's text
+    "--threshold": lambda v: (f := parses_as(v, float)) is not None and 0 <= min(f, 2) < 1 and np.float32(min(f, 2)) < 1,
+    "--max-keypoints": lambda v: (i := parses_as(v, int)) is not None and MIN_KEYPOINTS <= i <= MAX_KEYPOINTS,
+    "--resize": lambda v: (i := parses_as(v, int)) is not None and (i == 0 or MIN_RESIZE <= i <= MAX_RESIZE),
+    "--max-pixels": lambda v: (i := parses_as(v, int)) is not None and MIN_IMAGE_SIDE**2 <= i <= opencv_max_pixels(),
+}
+
+
 @bounded(200)
 @given(st.fixed_dictionaries({}, optional=FLAG_VALUES))
 def test_serving_flags_are_taken_within_their_ranges_or_refused_by_argparse(flags):
     argv = ["--engine", "x.engine", "a.png", "b.png"] + [item for pair in flags.items() for item in pair]
-    expected = {
-        "--threshold": lambda v: (f := parses_as(v, float)) is not None and 0 <= np.float32(min(f, 2)) < 1,
-        "--max-keypoints": lambda v: (i := parses_as(v, int)) is not None and MIN_KEYPOINTS <= i <= MAX_KEYPOINTS,
-        "--resize": lambda v: (i := parses_as(v, int)) is not None and (i == 0 or MIN_RESIZE <= i <= MAX_RESIZE),
-        "--max-pixels": lambda v: (i := parses_as(v, int)) is not None and MIN_IMAGE_SIDE**2 <= i <= opencv_max_pixels(),
-    }
-    valid = all(expected[flag](value) for flag, value in flags.items())
+    valid = all(FLAG_IN_RANGE[flag](value) for flag, value in flags.items())
     run = cli(trt_infer.parse_args, argv)
     if valid:
         assert run.code == 0, run.stderr
@@ -451,6 +458,8 @@ def test_serving_runs_write_exactly_the_outputs_asked_for_or_nothing(engine, tmp
         return
     written = {str(Path(p)) for p in run.value}
     assert written == {str(Path(o)) for o in outputs}
+    flags = dict(zip(argv[4::2], argv[5::2]))
+    assert all(check(flags[flag]) for flag, check in FLAG_IN_RANGE.items() if flag in flags), flags
     assert {k: v for k, v in after.items() if k not in written} == before  # inputs untouched, nothing else written
     for path in written:
         data = (folder / path).read_bytes()

@@ -115,6 +115,8 @@ class Matcher:
     that front-end keeps ``max_num_keypoints`` keypoints, by default 4096 or what the profiles hold if less.
     ``summary``: the engine summary carried by every result; ``extractor_name``: the feature type
     recorded with the engine (its manifest), when the runner's model metadata does not say.
+    Settings, pairs and features are checked by ``trt.validation`` (``layout``: the model's descriptor
+    size and whether it reads scales and orientations): a bad one is a UserError naming it.
     """
 
     def __init__(
@@ -256,8 +258,8 @@ class Matcher:
         features, extract_times = [], []
         for index, pair in enumerate(pairs):
             start = time.perf_counter()
-            names = [f"image {side}" if len(pairs) == 1 else f"pair {index}, image {side}" for side in (0, 1)]
-            features.append(tuple(self._limit(self._features(x, name), side) for side, (x, name) in enumerate(zip(pair, names))))
+            where = "" if len(pairs) == 1 else f"pair {index}, "
+            features.append(tuple(self._limit(self._features(x, f"{where}image {side}"), side) for side, x in enumerate(pair)))
             extract_times.append(time.perf_counter() - start)
         results: list[Optional[MatchResult]] = [None] * len(features)
         busy = []

@@ -32,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target-sm", default=DEFAULTS.target_sm, metavar="X.Y",
                         help="tensorrt-rtx: compute capability to build for (default 8.9); "
                              "full TensorRT builds for the local GPU")
-    parser.add_argument("--workspace", dest="workspace_mib", type=positive_int_arg(MAX_WORKSPACE_MIB), default=DEFAULTS.workspace_mib, metavar="MIB",
+    parser.add_argument("--workspace", dest="workspace_mib", type=positive_int_arg(MAX_WORKSPACE_MIB),
+                        default=DEFAULTS.workspace_mib, metavar="MIB",
                         help="builder workspace limit in MiB (default: TensorRT's)")
     parser.add_argument("--timing-cache", type=path_arg, default=DEFAULTS.timing_cache, metavar="FILE",
                         help="timing cache: read if it exists, updated after the build")

@@ -8,6 +8,7 @@ build_engine writes, served through the ONNX Runtime fallback as trt_infer.py se
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import struct
 import sys
@@ -22,7 +23,8 @@ import numpy as np
 from test_runtime import make_standin_onnx
 from trt.cli import run
 
-TINY_PROFILES = "[batch]\nmin = 1\nopt = 1\nmax = 2\n\n[[profile]]\nname = \"n256\"\nkeypoints = { min = 1, opt = 256, max = 256 }\n"
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PROFILES = '[batch]\nmin = 1\nopt = 1\nmax = 2\n\n[[profile]]\nname = "n256"\nkeypoints = { min = 1, opt = 256, max = 256 }\n'
 
 
 def tiny_engine(folder: Path) -> Path:
@@ -61,6 +63,14 @@ def blank_png(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def script(name: str):
+    """A top-level script (``trt_infer``, ``build_engine``) as a module, to call its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -24,9 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import build_engine as build_cli
-import trt_infer
-from bad_inputs import blank_png, cli, snapshot, texture, tiny_engine, write_png
+from bad_inputs import blank_png, cli, script, snapshot, texture, tiny_engine, write_png
 from test_runtime import PROFILES
 from trt.engine.manifest import load_manifest, manifest_path
 from trt.errors import UserError
@@ -48,6 +46,7 @@ from trt.validation import (
 )
 
 pytest.importorskip("tensorrt_rtx")
+trt_infer, build_cli = script("trt_infer"), script("build_engine")
 
 
 def bounded(examples: int):
@@ -426,7 +425,8 @@ def serving_runs(draw):
     outputs = []
     for flag in ("--output", "--viz"):
         if draw(st.booleans()):
-            name = draw(ODD_NAME | st.sampled_from(["", ".", "..", "@image0"])) + draw(st.sampled_from([".json", ".npz", ".png", ".txt", ""]))
+            name = draw(ODD_NAME | st.sampled_from(["", ".", "..", "@image0"]))
+            name += draw(st.sampled_from([".json", ".npz", ".png", ".txt", ""]))
             argv += [flag, name]
             outputs.append(name)
     for flag, values in (("--threshold", ["0", "0.5", "nan", "1"]), ("--max-keypoints", ["2", "64", "1", "9999999"]),

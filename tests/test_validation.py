@@ -17,12 +17,19 @@ import cv2
 import numpy as np
 import pytest
 
-import build_engine as build_cli
-import trt_infer
-from bad_inputs import blank_png, cli, snapshot, texture, tiny_engine, write_png
+from bad_inputs import blank_png, cli, script, snapshot, texture, tiny_engine, write_png
 from test_runtime import PROFILES, make_standin_onnx, noisy_copy, random_features
 from trt.contract import OUTPUT_SPECS, concrete_shape, input_specs
-from trt.engine.manifest import PROFILE_SCHEMA, SCHEMA, TENSOR_SCHEMA, Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path
+from trt.engine.manifest import (
+    PROFILE_SCHEMA,
+    SCHEMA,
+    TENSOR_SCHEMA,
+    Manifest,
+    ProfileRecord,
+    TensorRecord,
+    load_manifest,
+    manifest_path,
+)
 from trt.engine.profiles import KeypointProfile, ShapeTuple
 from trt.errors import BuildError, ContractError, EngineError, ImageError, ProfileError, UserError
 from trt.features.base import Features
@@ -32,7 +39,8 @@ from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.validation import DEFAULT_MAX_PIXELS, MAX_KEYPOINTS, check_threshold, pixel_limit
 
-rtx = pytest.importorskip("tensorrt_rtx")
+pytest.importorskip("tensorrt_rtx")
+trt_infer, build_cli = script("trt_infer"), script("build_engine")
 
 
 @pytest.fixture(scope="module")

@@ -317,11 +317,11 @@ def _numeric_array(value, what: str, ndim: int) -> np.ndarray:
 def _refuse_non_finite(array: np.ndarray, what: str) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        count = int(bad.reshape(len(array), -1).any(axis=1).sum())
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"{array[first]} in column {first[1]}" if array.ndim > 1 else f"{array[first]}"
+        rows = int(bad.reshape(len(array), -1).any(axis=1).sum())
         raise ContractError(
-            f"{what} row {row} is not finite ({array[row].tolist() if array.ndim > 1 else array[row].item()})"
-            + (f", and {count - 1} more row(s)" if count > 1 else "")
+            f"{what} row {first[0]} is not finite ({where})" + (f", and {rows - 1} more row(s)" if rows > 1 else "")
             + ": remove those features, or fix the extractor"
         )
 

@@ -103,9 +103,9 @@ def check_threshold(value) -> float:
     """The match score threshold as a float: a finite number with 0 <= threshold < 1.
 
     Scores lie in (0, 1] and a match is kept above the threshold: 0 keeps every mutual match, and 1 or
-    more would keep none. The check is made on the float32 the engine receives.
+    more would keep none; the upper bound holds for the float32 the engine receives too.
     """
-    if not _is_real(value) or not 0 <= _as_float32(value) < 1:
+    if not _is_real(value) or not (0 <= value and _as_float32(value) < 1):
         raise UserError(
             f"the threshold must be a number with {THRESHOLD_RANGE} (match scores lie in (0, 1]), not {value!r}"
         )

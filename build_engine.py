@@ -4,6 +4,8 @@
     python build_engine.py --onnx weights/sift_lightglue.onnx                 # profiles/sift.toml, tensorrt-rtx or tensorrt
     python build_engine.py --onnx m.onnx --builder tensorrt-rtx --target-sm 12.0 --output m.sm120.engine
     python build_engine.py --onnx m.onnx --print-trtexec                      # the equivalent trtexec command
+    python build_engine.py --onnx weights/aliked-n16.onnx --output weights/aliked_lightglue.extractor.engine
+    python build_engine.py --onnx weights/aliked_lightglue.onnx --extractor-engine weights/aliked_lightglue.extractor.engine
 
 The work is done in trt/engine/ (build_engine, trtexec_command); this file only reads the flags.
 """
@@ -20,10 +22,15 @@ from trt.engine.trtexec import format_command, trtexec_command
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", type=Path, required=True, help="exported matcher (or any ONNX with fixed input shapes)")
+    parser.add_argument("--onnx", type=Path, required=True,
+                        help="exported matcher or extractor (or any ONNX with fixed input shapes)")
     parser.add_argument("--profiles", type=Path, default=None,
-                        help="profile file (default: profiles/<extractor>.toml, the extractor read from the ONNX "
+                        help="profile file (default: profiles/<extractor>.toml for a matcher, "
+                             "profiles/extractors/<extractor>.toml for an extractor, the extractor read from the ONNX "
                              "metadata lightglue.extractor; an ONNX with fixed input shapes needs none)")
+    parser.add_argument("--extractor-engine", type=Path, default=None, metavar="ENGINE",
+                        help="matcher only: the extractor engine serving it (built first); its descriptor size and "
+                             "feature type are checked, and the matcher's manifest names it")
     parser.add_argument("--output", type=Path, default=None, help="engine path (default: the ONNX path with .engine)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
     parser.add_argument("--builder", choices=BUILDERS, default=DEFAULTS.builder,
@@ -52,7 +59,7 @@ def main(argv=None) -> Path | None:
     if args.print_trtexec:
         print(format_command(trtexec_command(args.onnx, args.profiles, args.output, options)))
         return None
-    path = build_engine(args.onnx, args.profiles, args.output, **asdict(options))
+    path = build_engine(args.onnx, args.profiles, args.output, **asdict(options), extractor_engine=args.extractor_engine)
     print(path)
     return path
 

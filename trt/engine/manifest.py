@@ -19,11 +19,29 @@ the builder writes it, atomically, only after the engine file itself is in place
       "outputs": [{"name": "matches0", "dtype": "int32", "shape": ["B", "N0"]}, ...],
       "build_seconds": 41.2, "timings": {"parse": 0.3, "build": 40.1, ...},
       "created": "2025-01-01T00:00:00Z",
-      "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...}
+      "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...},
+      "extractor_network": null,                        # optional, extractor engines only, see below
+      "extractor_engine": null                          # optional, matcher engines linked to theirs
     }
 
 ``batch``/``keypoints0``/``keypoints1`` are null in a profile of a graph without the matcher contract
 (a static graph built with a single profile); ``shapes`` is always complete.
+
+Extractor engines (``trt/extractor_contract.py``: ``image``, ``region`` in; ``keypoints``, ``scores``,
+``descriptors``, ``count`` out) have the same layout with these differences, all optional fields that
+older manifests simply lack:
+
+* ``extractor`` is the feature type the engine makes, ``descriptor_dim`` its D, ``scale_ori`` null;
+* each profile has ``height`` and ``width`` ([min, opt, max] pixels) where a matcher's has keypoints
+  (``keypoints0``/``keypoints1`` null), and a matcher's profiles have them null;
+* ``extractor_network``: ``{"name": "aliked-n16", "channels": 3, "stride": 32, "padding":
+  "centre-replicate", "max_keypoints": 2048, "detection_threshold": 0.2, "nms_radius": 2}``: what the
+  front-end must do for it (``trt.features.padding``) and what it returns.
+
+A matcher engine built with ``--extractor-engine`` names it, so serving needs only the matcher engine:
+``extractor_engine``: ``{"file": "x.extractor.engine" (relative to this manifest's folder), "sha256":
+"...", "network": "aliked-n16", "descriptor_dim": 128}``. Its D and feature type were checked against
+the matcher's when the two were linked.
 """
 
 import json
@@ -57,6 +75,8 @@ class ProfileRecord:
     keypoints0: list | None
     keypoints1: list | None
     shapes: dict  # input name -> {"min": [...], "opt": [...], "max": [...]}
+    height: list | None = None  # extractor engines: image height and width [min, opt, max]
+    width: list | None = None
 
 
 @dataclass
@@ -76,6 +96,8 @@ class Manifest:
     timings: dict = field(default_factory=dict)  # step name -> seconds
     created: str = ""  # ISO 8601, UTC
     options: dict = field(default_factory=dict)  # workspace_mib, opt_level, timing_cache, builder flags
+    extractor_network: dict | None = None  # extractor engines: network, channels, stride, padding, K, ...
+    extractor_engine: dict | None = None  # matcher engines: the linked extractor engine (file, sha256, ...)
     format: str = FORMAT
 
     def to_json(self) -> str:
@@ -94,7 +116,8 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
         known = {f.name for f in fields(cls)}
-        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name not in ("timings", "created", "options"))
+        optional = ("timings", "created", "options", "extractor_network", "extractor_engine")
+        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name not in optional)
         if missing:
             raise ValueError(f"missing fields: {', '.join(missing)}")
         values = {k: v for k, v in data.items() if k in known}

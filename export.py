@@ -77,7 +77,7 @@ EXTRACTOR_FLAGS = ("extractor_model", "extractor_weights", "extractor_random_wei
 def main() -> list[Path]:
     from trt.fileio import atomic_path
     from trt.onnx.export import export_matcher
-    from trt.onnx.export_extractor import export_extractor
+    from trt.onnx.export_extractor import check_max_keypoints, export_extractor
 
     args = parse_args()
     static_flags = [flag for flag, value in (("--batch_size", args.batch_size), ("--num_keypoints", args.num_keypoints),
@@ -106,6 +106,18 @@ def main() -> list[Path]:
             nearest_neighbour=args.nearest_neighbour_weights, dynamic=args.dynamic, batch_size=batch_size,
             num_keypoints=1024 if args.num_keypoints is None else args.num_keypoints, opset=args.opset,
             weights_dir=args.weights_dir)))
+    # Every checkpoint first (downloaded when absent): a missing one ends the run before any export starts.
+    from trt.extractors import get_extractor, get_network
+    from trt.models.networks import WEIGHTS_HINT
+    from trt.models.weights import resolve_weights
+
+    if args.extractor_path is not None:
+        check_max_keypoints(jobs[0][2]["max_num_keypoints"])  # flags before any file is fetched
+    if args.extractor_path is not None and args.extractor_random_weights is None:
+        resolve_weights(get_network(args.extractor_type, args.extractor_model), args.extractor_weights,
+                        args.weights_dir, hint=WEIGHTS_HINT)
+    if len(jobs) > 1 and args.random_weights is None and not args.nearest_neighbour_weights:
+        resolve_weights(get_extractor(args.extractor_type), args.weights, args.weights_dir)
     # Each file lands only when every export succeeded: no extractor without its matcher, or the reverse.
     with ExitStack() as stack:
         staged = [stack.enter_context(atomic_path(output)) for _, output, _ in jobs]

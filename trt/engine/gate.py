@@ -29,7 +29,7 @@ GATE_SIZES = ((512, 470), (1024, 950), (2048, 1900))
 GATE_IMAGE_SIZE = (640.0, 480.0)
 GATE_SEED = 20231
 # Extractors: two scenes (height, width) in one batch, the second padded into the first's size.
-EXTRACTOR_GATE_IMAGES = ((480, 640), (448, 320))
+EXTRACTOR_GATE_IMAGES = ((384, 512), (288, 224))
 EXTRACTOR_RADIUS_PX = 1.0
 MIN_KEYPOINT_RECALL = 0.95
 MIN_MEAN_COSINE = 0.99

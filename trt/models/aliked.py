@@ -85,6 +85,15 @@ class DeformableConv2d(nn.Module):
         return F.conv2d(taps.reshape(batch, channels * 9, height, width), weight)
 
 
+class UpsampleTo(nn.Module):
+    """Bilinear upsampling with aligned corners to the size of another map (the reference's nn.Upsample by 2, 8
+    and 32, exactly, for inputs whose sides are multiples of 32). An explicit size makes a Resize whose output
+    shape symbolic shape inference copies instead of deriving it from scales."""
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=True)
+
+
 def conv3x3(in_channels: int, out_channels: int, deformable: bool) -> nn.Module:
     if deformable:
         return DeformableConv2d(in_channels, out_channels)
@@ -184,9 +193,7 @@ class ALIKED(nn.Module):
         self.conv2 = nn.Conv2d(c2, dim // 4, kernel_size=1, bias=False)
         self.conv3 = nn.Conv2d(c3, dim // 4, kernel_size=1, bias=False)
         self.conv4 = nn.Conv2d(c4, dim // 4, kernel_size=1, bias=False)
-        self.upsample2 = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
-        self.upsample8 = nn.Upsample(scale_factor=8, mode="bilinear", align_corners=True)
-        self.upsample32 = nn.Upsample(scale_factor=32, mode="bilinear", align_corners=True)
+        self.upsample2, self.upsample8, self.upsample32 = UpsampleTo(), UpsampleTo(), UpsampleTo()
         self.score_head = nn.Sequential(
             nn.Conv2d(dim, 8, kernel_size=1, bias=False), self.gate,
             nn.Conv2d(8, 4, kernel_size=3, padding=1, bias=False), self.gate,
@@ -203,9 +210,9 @@ class ALIKED(nn.Module):
         x4 = self.block4(self.pool4(x3))
         x1234 = torch.cat([
             self.gate(self.conv1(x1)),
-            self.upsample2(self.gate(self.conv2(x2))),
-            self.upsample8(self.gate(self.conv3(x3))),
-            self.upsample32(self.gate(self.conv4(x4))),
+            self.upsample2(self.gate(self.conv2(x2)), x1),
+            self.upsample8(self.gate(self.conv3(x3)), x1),
+            self.upsample32(self.gate(self.conv4(x4)), x1),
         ], dim=1)
         return F.normalize(x1234, p=2, dim=1), torch.sigmoid(self.score_head(x1234))
 

@@ -159,9 +159,11 @@ def torch_to_onnx(model, feeds: dict[str, np.ndarray], output_names: list[str], 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
             # Its notes on its own passes (constant folding skipped, instance norm traced in training mode,
-            # which is how InstanceNormalization computes anyway) are not the user's to act on; the
-            # numerical check after export is what guards the graph.
+            # which is how InstanceNormalization computes anyway, torch's own shape checks traced as
+            # constants) are not the user's to act on; the numerical check at untraced sizes after export
+            # is what guards the graph.
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 tuple(torch.from_numpy(value) for value in feeds.values()),

@@ -146,8 +146,17 @@ def test_network_table():
 @pytest.mark.parametrize("name", ["aliked-n16", "aliked-n16rot", "aliked-n32", "aliked-t16"])
 def test_official_aliked_checkpoints_load_strictly(name, data_dir):
     network = NETWORKS[name]
-    source = load_network_checkpoint(make_module(network, 64, 0.2, 2), network, data_dir / "aliked" / f"{name}.pth")
+    module = make_module(network, 64, 0.2, 2)
+    source = load_network_checkpoint(module, network, data_dir / "aliked" / f"{name}.pth")
     assert source.kind == "official" and source.description == f"sha256:{network.weights_sha256}"
+    from trt.engine.gate import synthetic_image
+
+    image, region = batch_images([to_channels(synthetic_image(96, 128, np.random.default_rng(0)), 3)], 32,
+                                 network.padding)
+    with torch.no_grad():
+        keypoints, scores, descriptors, count = module(torch.from_numpy(image), torch.from_numpy(region))
+    assert keypoints.shape == (1, 64, 2) and descriptors.shape == (1, 64, network.descriptor_dim)
+    assert 0 < int(count[0]) <= 64 and (scores[0, :int(count[0])] > 0).all()  # read at the refined position
 
 
 def test_another_variants_checkpoint_is_refused(data_dir):

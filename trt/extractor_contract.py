@@ -19,7 +19,8 @@ name         dtype    shape        meaning
 ===========  =======  ===========  =====================================================================
 keypoints    float32  [B, K, 2]    (x, y) in pixels of the real image (the region), the centre of its
                                    top-left pixel at (0, 0)
-scores       float32  [B, K]       detection score, strongest first
+scores       float32  [B, K]       detection score (ALIKED: read at the refined position); rows are in
+                                   decreasing order of the score that selected them
 descriptors  float32  [B, K, D]    unit L2 norm
 count        int32    [B]          how many leading rows are keypoints; the rest are zeros (padding)
 ===========  =======  ===========  =====================================================================

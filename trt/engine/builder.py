@@ -258,12 +258,14 @@ def _network_of(graph: GraphSignature):
 def _network_record(graph: GraphSignature) -> dict:
     """The manifest's ``extractor_network`` of an extractor graph, from its metadata."""
     meta = {key.removeprefix("lightglue."): value for key, value in graph.metadata.items()}
-    numbers = {"channels": int, "stride": int, "max_keypoints": int, "detection_threshold": float, "nms_radius": int}
-    record = {"name": meta.get("network"), "padding": meta.get("padding")}
-    record.update({key: cast(meta[key]) if key in meta else None for key, cast in numbers.items()})
-    record["channels"] = graph.extractor_layout.channels
-    record["max_keypoints"] = graph.extractor_layout.max_keypoints
-    return record
+
+    def number(key: str, cast):
+        return cast(meta[key]) if key in meta else None
+
+    layout = graph.extractor_layout
+    return {"name": meta.get("network"), "padding": meta.get("padding"), "channels": layout.channels,
+            "stride": number("stride", int), "max_keypoints": layout.max_keypoints,
+            "detection_threshold": number("detection_threshold", float), "nms_radius": number("nms_radius", int)}
 
 
 def link_extractor_engine(graph: GraphSignature, extractor_engine: Path, output: Path) -> dict:

@@ -41,6 +41,7 @@ smallest bucket that holds it. A graph with neither contract takes only ``shapes
 fixed input dimensions needs no file at all: its single profile is derived from it (``static_profile``).
 """
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -167,8 +168,6 @@ class GraphSignature:
     @property
     def fp16_scopes(self) -> tuple[str, ...] | None:
         """The FP16 region an extractor graph names (``lightglue.fp16_scopes``), else None."""
-        import json
-
         value = self.metadata.get(FP16_SCOPES_METADATA_KEY)
         return tuple(json.loads(value)) if value is not None else None
 

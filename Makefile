@@ -2,6 +2,11 @@
 #   make engine EXTRACTOR=sift WEIGHTS=random PRECISION=fp16 PROFILES=profiles/sift.toml OUT=/srv/sift.engine
 # WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
 # for smoke tests), nn (hand-set nearest-neighbour weights, not trained), or a path to a .pth file.
+# Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
+# (<OUT without .engine>.extractor.engine), named in the matcher's manifest:
+#   make engine EXTRACTOR=aliked EXTRACTOR_WEIGHTS=../shared/data/aliked/aliked-n16.pth
+# EXTRACTOR_WEIGHTS: official (default: the network's official file in weights/, downloaded when absent),
+# random (seeded), or a path; NETWORK picks a variant (aliked-n16rot, aliked-n32, aliked-t16).
 
 PYTHON     ?= .venv/bin/python
 EXTRACTOR  ?= sift
@@ -34,6 +39,32 @@ OUT    ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 EXPORT_SOURCES := export.py $(wildcard trt/models/*.py trt/onnx/*.py) trt/contract.py trt/extractors.py
 BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py)
 
+# The learned extractor's network, ONNX and engine (nothing for sift and doghardnet: OpenCV on the host).
+LEARNED_EXTRACTORS := aliked superpoint disk
+EXTRACTOR_WEIGHTS  ?= official
+NETWORK            ?= $(if $(filter aliked,$(EXTRACTOR)),aliked-n16,$(EXTRACTOR))
+EXTRACTOR_PROFILES ?= profiles/extractors/$(EXTRACTOR).toml
+OFFICIAL_EXTRACTOR_FILE := weights/$(if $(filter aliked-%,$(NETWORK)),$(NETWORK).pth,$(if $(filter superpoint,$(NETWORK)),superpoint_v1.pth,depth-save.pth))
+ifeq ($(EXTRACTOR_WEIGHTS),official)
+  EXTRACTOR_WEIGHTS_FLAG :=
+  EXTRACTOR_WEIGHTS_TAG  :=
+  EXTRACTOR_WEIGHTS_FILE := $(wildcard $(OFFICIAL_EXTRACTOR_FILE))
+else ifeq ($(EXTRACTOR_WEIGHTS),random)
+  EXTRACTOR_WEIGHTS_FLAG := --extractor-random-weights 0
+  EXTRACTOR_WEIGHTS_TAG  := -random
+else
+  EXTRACTOR_WEIGHTS_FLAG := --extractor_weights $(EXTRACTOR_WEIGHTS)
+  EXTRACTOR_WEIGHTS_TAG  := -$(basename $(notdir $(EXTRACTOR_WEIGHTS)))
+  EXTRACTOR_WEIGHTS_FILE := $(EXTRACTOR_WEIGHTS)
+endif
+EXTRACTOR_ONNX ?= weights/$(NETWORK)$(EXTRACTOR_WEIGHTS_TAG).onnx
+EXTRACTOR_OUT  ?= $(basename $(OUT)).extractor.engine
+ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
+  LINKED_ONNX   := $(EXTRACTOR_ONNX)
+  LINKED_ENGINE := $(EXTRACTOR_OUT)
+  LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
+endif
+
 .PHONY: setup onnx engine demo test bench eval trtexec clean
 .DELETE_ON_ERROR:
 
@@ -44,18 +75,28 @@ setup:
 	.venv/bin/pip install torch==2.13.0
 	.venv/bin/pip install -e '.[test]'
 
-onnx: $(ONNX)
+onnx: $(ONNX) $(LINKED_ONNX)
 
 $(ONNX): $(EXPORT_SOURCES) $(WEIGHTS_FILE)
 	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --lightglue_path $@ --dynamic $(WEIGHTS_FLAG)
 
 engine: $(OUT)
 
-$(OUT): $(ONNX) $(PROFILES) $(BUILD_SOURCES)
+$(OUT): $(ONNX) $(PROFILES) $(BUILD_SOURCES) $(LINKED_ENGINE)
 	$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) \
+		--target-sm $(TARGET_SM) --output $@ $(LINK_FLAG)
+
+$(EXTRACTOR_ONNX): $(EXPORT_SOURCES) trt/extractor_contract.py $(EXTRACTOR_WEIGHTS_FILE)
+	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --extractor-model $(NETWORK) --extractor_path $@ --dynamic \
+		$(EXTRACTOR_WEIGHTS_FLAG)
+
+$(EXTRACTOR_OUT): $(EXTRACTOR_ONNX) $(EXTRACTOR_PROFILES) $(BUILD_SOURCES)
+	$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) \
 		--target-sm $(TARGET_SM) --output $@
 
-trtexec: $(ONNX)
+trtexec: $(ONNX) $(LINKED_ONNX)
+	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) \
+		--precision $(PRECISION) --output $(EXTRACTOR_OUT) --print-trtexec)
 	@$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) --output $(OUT) --print-trtexec
 
 # The main job end to end on a generated pair: export → engine → matches, then the homography check.

@@ -4,6 +4,8 @@
     python build_engine.py --onnx weights/sift_lightglue.onnx                 # profiles/sift.toml, tensorrt-rtx or tensorrt
     python build_engine.py --onnx m.onnx --builder tensorrt-rtx --target-sm 12.0 --output m.sm120.engine
     python build_engine.py --onnx m.onnx --print-trtexec                      # the equivalent trtexec command
+    python build_engine.py --onnx weights/aliked-n16.onnx --output weights/aliked_lightglue.extractor.engine
+    python build_engine.py --onnx weights/aliked_lightglue.onnx --extractor-engine weights/aliked_lightglue.extractor.engine
 
 The work is done in trt/engine/ (build_engine, trtexec_command); this file only reads the flags.
 """
@@ -21,10 +23,15 @@ from trt.validation import path_arg, positive_int_arg
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", type=path_arg, required=True, help="exported matcher (or any ONNX with fixed input shapes)")
+    parser.add_argument("--onnx", type=path_arg, required=True,
+                        help="exported matcher or extractor (or any ONNX with fixed input shapes)")
     parser.add_argument("--profiles", type=path_arg, default=None,
-                        help="profile file (default: profiles/<extractor>.toml, the extractor read from the ONNX "
+                        help="profile file (default: profiles/<extractor>.toml for a matcher, "
+                             "profiles/extractors/<extractor>.toml for an extractor, the extractor read from the ONNX "
                              "metadata lightglue.extractor; an ONNX with fixed input shapes needs none)")
+    parser.add_argument("--extractor-engine", type=path_arg, default=None, metavar="ENGINE",
+                        help="matcher only: the extractor engine serving it (built first); its descriptor size and "
+                             "feature type are checked, and the matcher's manifest names it")
     parser.add_argument("--output", type=path_arg, default=None, help="engine path (default: the ONNX path with .engine)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
     parser.add_argument("--builder", choices=BUILDERS, default=DEFAULTS.builder,
@@ -54,7 +61,7 @@ def main(argv=None) -> Path | None:
     if args.print_trtexec:
         print(format_command(trtexec_command(args.onnx, args.profiles, args.output, options)))
         return None
-    path = build_engine(args.onnx, args.profiles, args.output, **asdict(options))
+    path = build_engine(args.onnx, args.profiles, args.output, **asdict(options), extractor_engine=args.extractor_engine)
     print(path)
     return path
 

@@ -1,18 +1,30 @@
-"""Export LightGlue to a clean, TensorRT-ready ONNX file that follows the matcher tensor contract.
+"""Export LightGlue, and the learned extractor feeding it, to clean, TensorRT-ready ONNX files that follow the
+matcher and extractor tensor contracts.
 
     python export.py --extractor_type=sift --lightglue_path weights/sift_lightglue.onnx --dynamic
+    python export.py --extractor_type=aliked --extractor_path weights/aliked-n16.onnx --dynamic
+    python export.py --extractor_type=aliked --extractor_path weights/aliked-n16.onnx \
+        --lightglue_path weights/aliked_lightglue.onnx --dynamic
 
-Weights: the official checkpoint (weights/<extractor>_lightglue.pth, downloaded when absent), a file
-(--weights), a seeded random state dict for tests (--random-weights SEED), or the hand-set
+--extractor_path alone exports only the extractor, --lightglue_path alone (or neither) only the matcher,
+both export both (and write neither unless both succeed).
+
+Matcher weights: the official checkpoint (weights/<extractor>_lightglue.pth, downloaded when absent), a
+file (--weights), a seeded random state dict for tests (--random-weights SEED), or the hand-set
 nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descriptor-space baseline).
+Extractor weights: the official checkpoint of --extractor-model (weights/aliked-n16.pth,
+superpoint_v1.pth, depth-save.pth; downloaded when absent), a file (--extractor_weights), or seeded
+random weights of the official layout (--extractor-random-weights SEED).
 """
 
 import argparse
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 from trt.cli import run
-from trt.extractors import EXTRACTORS
+from trt.extractor_contract import DEFAULT_MAX_KEYPOINTS
+from trt.extractors import EXTRACTORS, NETWORKS
 
 
 def parse_args() -> argparse.Namespace:
@@ -20,10 +32,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extractor_type", "--extractor", default="sift",
                         help=f"feature type the matcher was trained for: {', '.join(EXTRACTORS)}")
     parser.add_argument("--lightglue_path", "--output", type=Path, default=None,
-                        help="output ONNX file (default: weights/<extractor>_lightglue.onnx)")
+                        help="output ONNX file of the matcher (default: weights/<extractor>_lightglue.onnx)")
     parser.add_argument("--dynamic", action="store_true",
-                        help="dynamic batch and keypoint counts (needed for engines with profiles)")
-    parser.add_argument("--batch_size", type=int, default=None, help="static export: pairs per call (1)")
+                        help="dynamic batch, keypoint counts and image sizes (needed for engines with profiles)")
+    parser.add_argument("--batch_size", type=int, default=None, help="static export: pairs (or images) per call (1)")
     parser.add_argument("--num_keypoints", type=int, default=None, help="static export: keypoints per image (1024)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
     weights = parser.add_mutually_exclusive_group()
@@ -34,29 +46,86 @@ def parse_args() -> argparse.Namespace:
                          help="hand-set weights that reduce LightGlue to dual-softmax mutual nearest neighbours")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
                         help="where official checkpoints are looked for and downloaded to")
+
+    extractor = parser.add_argument_group("extractor network (aliked, superpoint, disk)")
+    extractor.add_argument("--extractor_path", type=Path, default=None,
+                           help="output ONNX file of the extractor network")
+    extractor.add_argument("--extractor-model", choices=list(NETWORKS), default=None,
+                           help="network variant (default: cvg/LightGlue's for the type: aliked-n16, superpoint, disk)")
+    extractor_weights = extractor.add_mutually_exclusive_group()
+    extractor_weights.add_argument("--extractor_weights", type=Path, default=None,
+                                   help="the network's checkpoint (default: weights/<official file name>)")
+    extractor_weights.add_argument("--extractor-random-weights", type=int, metavar="SEED", default=None,
+                                   help="seeded random weights of the official layout (tests and smoke runs only)")
+    extractor.add_argument("--max_num_keypoints", type=int, default=None,
+                           help=f"keypoints per image, fixed in the graph (default {DEFAULT_MAX_KEYPOINTS}, at most 3840)")
+    extractor.add_argument("--detection_threshold", type=float, default=None,
+                           help="detection score threshold (default: the reference's, 0.2 ALIKED, 0.0005 SuperPoint, "
+                                "0 DISK)")
+    extractor.add_argument("--nms_radius", type=int, default=None,
+                           help="non-maximum suppression radius (default: the reference's, 2 ALIKED and DISK, "
+                                "4 SuperPoint)")
+    extractor.add_argument("--img_size", type=int, nargs="+", default=None, metavar="PIXELS",
+                           help="static export: image HEIGHT [WIDTH] (480 640)")
     return parser.parse_args()
 
 
-def main() -> Path:
+EXTRACTOR_FLAGS = ("extractor_model", "extractor_weights", "extractor_random_weights", "max_num_keypoints",
+                   "detection_threshold", "nms_radius", "img_size")
+
+
+def main() -> list[Path]:
+    from trt.fileio import atomic_path
     from trt.onnx.export import export_matcher
+    from trt.onnx.export_extractor import check_max_keypoints, export_extractor
 
     args = parse_args()
-    static_flags = [flag for flag, value in (("--batch_size", args.batch_size), ("--num_keypoints", args.num_keypoints))
-                    if value is not None]
+    static_flags = [flag for flag, value in (("--batch_size", args.batch_size), ("--num_keypoints", args.num_keypoints),
+                                             ("--img_size", args.img_size)) if value is not None]
     if args.dynamic and static_flags:
         warnings.warn(f"{' and '.join(static_flags)} ignored: --dynamic exports take any batch and keypoint count",
                       stacklevel=1)
-    static = {"batch_size": 1 if args.batch_size is None else args.batch_size,
-              "num_keypoints": 1024 if args.num_keypoints is None else args.num_keypoints}
-    output = args.lightglue_path or args.weights_dir / f"{args.extractor_type}_lightglue.onnx"
-    path = export_matcher(
-        args.extractor_type, output,
-        weights=args.weights, random_seed=args.random_weights, nearest_neighbour=args.nearest_neighbour_weights,
-        dynamic=args.dynamic, **static, opset=args.opset,
-        weights_dir=args.weights_dir,
-    )
-    print(f"wrote {path}")
-    return path
+    if args.extractor_path is None:
+        unused = [f"--{name}" for name in EXTRACTOR_FLAGS if getattr(args, name) is not None]
+        if unused:
+            warnings.warn(f"{', '.join(unused)} ignored: no --extractor_path, so no extractor is exported", stacklevel=1)
+    batch_size = 1 if args.batch_size is None else args.batch_size
+    jobs = []
+    if args.extractor_path is not None:
+        height, width = (480, 640) if args.img_size is None else (args.img_size * 2)[:2]
+        jobs.append((export_extractor, args.extractor_path, dict(
+            extractor=args.extractor_type, network=args.extractor_model, weights=args.extractor_weights,
+            random_seed=args.extractor_random_weights,
+            max_num_keypoints=DEFAULT_MAX_KEYPOINTS if args.max_num_keypoints is None else args.max_num_keypoints,
+            detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, dynamic=args.dynamic,
+            batch_size=batch_size, image_size=(height, width), opset=args.opset, weights_dir=args.weights_dir)))
+    if args.lightglue_path is not None or args.extractor_path is None:
+        output = args.lightglue_path or args.weights_dir / f"{args.extractor_type}_lightglue.onnx"
+        jobs.append((export_matcher, output, dict(
+            extractor=args.extractor_type, weights=args.weights, random_seed=args.random_weights,
+            nearest_neighbour=args.nearest_neighbour_weights, dynamic=args.dynamic, batch_size=batch_size,
+            num_keypoints=1024 if args.num_keypoints is None else args.num_keypoints, opset=args.opset,
+            weights_dir=args.weights_dir)))
+    # Every checkpoint first (downloaded when absent): a missing one ends the run before any export starts.
+    from trt.extractors import get_extractor, get_network
+    from trt.models.networks import WEIGHTS_HINT
+    from trt.models.weights import resolve_weights
+
+    if args.extractor_path is not None:
+        check_max_keypoints(jobs[0][2]["max_num_keypoints"])  # flags before any file is fetched
+    if args.extractor_path is not None and args.extractor_random_weights is None:
+        resolve_weights(get_network(args.extractor_type, args.extractor_model), args.extractor_weights,
+                        args.weights_dir, hint=WEIGHTS_HINT)
+    if len(jobs) > 1 and args.random_weights is None and not args.nearest_neighbour_weights:
+        resolve_weights(get_extractor(args.extractor_type), args.weights, args.weights_dir)
+    # Each file lands only when every export succeeded: no extractor without its matcher, or the reverse.
+    with ExitStack() as stack:
+        staged = [stack.enter_context(atomic_path(output)) for _, output, _ in jobs]
+        for (export, _, kwargs), tmp in zip(jobs, staged):
+            export(output=tmp, **kwargs)
+    for _, output, _ in jobs:
+        print(f"wrote {output}")
+    return [output for _, output, _ in jobs]
 
 
 if __name__ == "__main__":

@@ -53,3 +53,36 @@ def sift_nn_onnx(model_cache) -> Path:
 @pytest.fixture(scope="session")
 def superpoint_onnx(model_cache) -> Path:
     return _export(model_cache, "superpoint_random0", extractor="superpoint", random_seed=0, dynamic=True)
+
+
+def _export_extractor(cache: Path, name: str, **kwargs) -> Path:
+    from trt.onnx.export_extractor import export_extractor
+
+    path = cache / f"{name}.onnx"
+    if not path.exists():
+        export_extractor(output=path, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="session")
+def aliked_checkpoint(data_dir) -> Path:
+    """The official aliked-n16.pth from the shared data (never copied into the project)."""
+    return data_dir / "aliked" / "aliked-n16.pth"
+
+
+@pytest.fixture(scope="session")
+def aliked_extractor_onnx(model_cache, aliked_checkpoint) -> Path:
+    """ALIKED-n16 extractor, dynamic shapes, the official weights, K = 2048, the reference's threshold."""
+    return _export_extractor(model_cache, "aliked-n16", extractor="aliked", weights=aliked_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def superpoint_extractor_onnx(model_cache) -> Path:
+    """SuperPoint extractor, dynamic shapes, seeded random weights of the official layout."""
+    return _export_extractor(model_cache, "superpoint-random0", extractor="superpoint", random_seed=0)
+
+
+@pytest.fixture(scope="session")
+def disk_extractor_onnx(model_cache) -> Path:
+    """DISK extractor, dynamic shapes, seeded random weights of the official layout."""
+    return _export_extractor(model_cache, "disk-random0", extractor="disk", random_seed=0)

@@ -187,7 +187,7 @@ def test_print_trtexec_matches_profile_file(standin, small_profiles, tmp_path):
 
 def test_fp16_of_a_foreign_graph_is_refused(standin, small_profiles, tmp_path):
     """tensorrt-rtx is strongly typed: FP16 needs the mixed-precision graph trt.onnx.fp16 makes from a matcher."""
-    with pytest.raises(UserError, match="not a matcher graph exported by this project"):
+    with pytest.raises(UserError, match="not a matcher or extractor graph exported by this project"):
         build_engine(standin, small_profiles, tmp_path / "a.engine", precision="fp16", builder="tensorrt-rtx")
     assert leftovers(tmp_path) == []
 

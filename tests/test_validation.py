@@ -296,7 +296,8 @@ def test_the_manifest_schema_and_the_dataclasses_agree():
     assert set(SCHEMA.fields) == {f.name for f in fields(Manifest)}
     assert set(PROFILE_SCHEMA.fields) == {f.name for f in fields(ProfileRecord)}
     assert set(TENSOR_SCHEMA.fields) == {f.name for f in fields(TensorRecord)}
-    assert SCHEMA.optional == {"timings", "created", "options", "format"}  # format: checked first, by itself
+    # format: checked first, by itself
+    assert SCHEMA.optional == {"timings", "created", "options", "format", "extractor_network", "extractor_engine"}
 
 
 def test_target_compute_capability_may_be_null_a_string_or_a_list(engine, tmp_path):

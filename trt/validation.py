@@ -408,8 +408,13 @@ def check_pairs(pairs) -> list[tuple]:
 
 def check_matcher_manifest(engine: Path, manifest) -> None:
     """An engine to be served as a matcher must be one: a manifest without the matcher layout is refused."""
-    if manifest is None or manifest.descriptor_dim is not None:
+    if manifest is None or (manifest.descriptor_dim is not None and manifest.extractor_network is None):
         return
+    if manifest.extractor_network is not None:
+        raise ContractError(
+            f"engine {engine} is a {manifest.extractor_network.get('name')} feature extractor, not a LightGlue "
+            "matcher: give the matcher engine (build_engine.py --extractor-engine links this one to it)"
+        )
     inputs = ", ".join(f"{t.name} {list(t.shape)}" for t in manifest.inputs) or "unknown"
     raise ContractError(
         f"engine {engine} is not a LightGlue matcher: its manifest records the inputs {inputs} "

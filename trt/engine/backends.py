@@ -35,8 +35,14 @@ FP32_LAYER_PATTERNS = (
 )
 
 
-def fp32_layer(name: str) -> bool:
-    """Whether a layer named ``name`` is one ``FP32_LAYER_PATTERNS`` keeps in FP32."""
+def fp32_layer(name: str, fp16_scopes: tuple[str, ...] | None = None) -> bool:
+    """Whether a layer named ``name`` is one ``FP32_LAYER_PATTERNS`` keeps in FP32.
+
+    ``fp16_scopes``: the FP16 region an extractor graph names in its metadata (``lightglue.fp16_scopes``,
+    its dense encoder): then every layer outside it is kept FP32, and the normalisations inside it.
+    """
+    if fp16_scopes is not None:
+        return not name.startswith(tuple(fp16_scopes)) or re.search(r"(Instance|Layer)Normalization", name) is not None
     return any(re.search(pattern, name) for pattern in FP32_LAYER_PATTERNS)
 
 
@@ -74,8 +80,8 @@ class Backend:
     def configure_target(self, config, target: str | None) -> None:
         pass
 
-    def configure_precision(self, config, network, precision: str) -> list[str]:
-        """Set precision flags; return the names of layers pinned to FP32."""
+    def configure_precision(self, config, network, precision: str, fp16_scopes: tuple[str, ...] | None = None) -> list[str]:
+        """Set precision flags; return the names of layers pinned to FP32 (``fp32_layer``)."""
         return []
 
     def progress_monitor_base(self):
@@ -103,7 +109,7 @@ class TensorRT(Backend):
             )
         return None
 
-    def configure_precision(self, config, network, precision):
+    def configure_precision(self, config, network, precision, fp16_scopes=None):
         if precision != "fp16" or self.needs_fp16_onnx:
             return []
         trt = self.module
@@ -112,7 +118,7 @@ class TensorRT(Backend):
         pinned = []
         for index in range(network.num_layers):
             layer = network.get_layer(index)
-            if not fp32_layer(layer.name):
+            if not fp32_layer(layer.name, fp16_scopes):
                 continue
             layer.precision = trt.float32
             for output in range(layer.num_outputs):

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from trt.engine.backends import PRECISIONS, Backend, get_backend, make_logger, make_progress_monitor
-from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, manifest_path
+from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path
 from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
-from trt.errors import BuildError, UserError
+from trt.errors import BuildError, ContractError, EngineError, UserError
 from trt.fileio import atomic_path, check_writable, sha256_file, write_bytes_atomic
 from trt.validation import check_distinct_paths, check_input_file, check_integer, check_path
 
@@ -132,14 +132,16 @@ class ConfigFromProfiles:
 
     def __init__(self, profiles: list[KeypointProfile], precision: str = DEFAULTS.precision, target: str | None = None,
                  workspace_mib: int | None = DEFAULTS.workspace_mib, opt_level: int | None = DEFAULTS.opt_level,
-                 timing_cache: bytes | None = None, progress: bool = DEFAULTS.progress):
+                 timing_cache: bytes | None = None, progress: bool = DEFAULTS.progress,
+                 fp16_scopes: tuple[str, ...] | None = None):
         self.profiles, self.precision, self.target = profiles, precision, target
         self.workspace_mib, self.opt_level, self.timing_cache, self.progress = workspace_mib, opt_level, timing_cache, progress
+        self.fp16_scopes = fp16_scopes  # an extractor graph's FP16 region (full TensorRT pins the rest to FP32)
 
     def __call__(self, parsed: ParsedNetwork) -> BuilderConfig:
         config = parsed.builder.create_builder_config()
         keep_alive = self._settings(config, parsed.backend)
-        pinned = parsed.backend.configure_precision(config, parsed.network, self.precision)
+        pinned = parsed.backend.configure_precision(config, parsed.network, self.precision, self.fp16_scopes)
         names = [parsed.network.get_input(i).name for i in range(parsed.network.num_inputs)]
         seen = []
         for profile in self.profiles:
@@ -232,14 +234,69 @@ def remove_stale_temporaries(output: Path) -> list[Path]:
 def _fp16_gate(fp32_onnx: Path, fp16_onnx: Path, graph: GraphSignature, options: BuildOptions, timer):
     """Run the FP16 accuracy gate (a BuildError refuses the build), or warn that it was skipped."""
     if not options.gate:
-        warnings.warn("the FP16 accuracy gate is skipped (--no-gate): the engine's matches are unchecked", stacklevel=3)
+        what = "keypoints and descriptors" if graph.layout is None else "matches"
+        warnings.warn(f"the FP16 accuracy gate is skipped (--no-gate): the engine's {what} are unchecked", stacklevel=3)
         return None
-    from trt.engine.gate import check_fp16
+    from trt.engine.gate import check_extractor_fp16, check_fp16
 
     with timer.step("fp16_gate"):
-        report = check_fp16(fp32_onnx, fp16_onnx, *graph.layout)
+        if graph.layout is not None:
+            report = check_fp16(fp32_onnx, fp16_onnx, *graph.layout)
+        else:
+            report = check_extractor_fp16(fp32_onnx, fp16_onnx, _network_of(graph))
     print(report, file=sys.stderr)
     return report
+
+
+def _network_of(graph: GraphSignature):
+    """The extractor network an extractor graph was exported from (its metadata names it)."""
+    from trt.extractors import get_network
+
+    if graph.extractor is None or "lightglue.network" not in graph.metadata:
+        raise UserError("the extractor graph has no lightglue.extractor/lightglue.network metadata: export it with "
+                        "export.py --extractor_path, or build it fp32")
+    return get_network(graph.extractor, graph.metadata["lightglue.network"])
+
+
+def _network_record(graph: GraphSignature) -> dict:
+    """The manifest's ``extractor_network`` of an extractor graph, from its metadata."""
+    meta = {key.removeprefix("lightglue."): value for key, value in graph.metadata.items()}
+
+    def number(key: str, cast):
+        return cast(meta[key]) if key in meta else None
+
+    layout = graph.extractor_layout
+    return {"name": meta.get("network"), "padding": meta.get("padding"), "channels": layout.channels,
+            "stride": number("stride", int), "max_keypoints": layout.max_keypoints,
+            "detection_threshold": number("detection_threshold", float), "nms_radius": number("nms_radius", int)}
+
+
+def link_extractor_engine(graph: GraphSignature, extractor_engine: Path, output: Path) -> dict:
+    """The manifest's ``extractor_engine`` entry of a matcher served with ``extractor_engine``, after checking
+    that the two fit: an extractor engine with its manifest, making the features (type and D) the matcher takes."""
+    extractor_engine = Path(extractor_engine)
+    if graph.layout is None:
+        raise UserError("--extractor-engine links an extractor engine to a matcher, but this ONNX is not a matcher")
+    if not extractor_engine.is_file():
+        raise UserError(f"extractor engine not found: {extractor_engine}")
+    manifest = load_manifest(extractor_engine)
+    if manifest is None or manifest.extractor_network is None:
+        raise EngineError(f"{extractor_engine} is not an extractor engine built by build_engine.py (its manifest "
+                          f"{manifest_path(extractor_engine)} is missing or describes no extractor network)")
+    digest = sha256_file(extractor_engine)
+    if digest != manifest.engine.get("sha256"):
+        raise EngineError(f"{extractor_engine} does not match its manifest (sha256 {digest}, the manifest records "
+                          f"{manifest.engine.get('sha256')}): rebuild it")
+    network = manifest.extractor_network.get("name")
+    descriptor_dim, feature = graph.layout[0], graph.extractor
+    if manifest.descriptor_dim != descriptor_dim:
+        raise ContractError(f"extractor engine {extractor_engine} ({network}) gives {manifest.descriptor_dim}-D "
+                            f"descriptors, but this matcher ({feature}) takes {descriptor_dim}-D ones")
+    if feature is not None and manifest.extractor != feature:
+        raise ContractError(f"extractor engine {extractor_engine} ({network}) makes {manifest.extractor} features, "
+                            f"but this matcher was trained for {feature} features")
+    return {"file": os.path.relpath(extractor_engine.resolve(), output.resolve().parent), "sha256": digest,
+            "network": network, "descriptor_dim": manifest.descriptor_dim}
 
 
 def fp16_onnx_path(output: Path) -> Path:
@@ -270,11 +327,14 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
                  precision: str = DEFAULTS.precision, builder: str = DEFAULTS.builder,
                  target_sm: str | None = DEFAULTS.target_sm, workspace_mib: int | None = DEFAULTS.workspace_mib,
                  timing_cache: Path | None = DEFAULTS.timing_cache, opt_level: int | None = DEFAULTS.opt_level,
-                 progress: bool = DEFAULTS.progress, gate: bool = DEFAULTS.gate) -> Path:
+                 progress: bool = DEFAULTS.progress, gate: bool = DEFAULTS.gate,
+                 extractor_engine: Path | None = None) -> Path:
     """Build ``onnx`` into ``output`` (default: the ONNX path with ``.engine``) and its manifest; return the path.
 
     ``profiles``: a profile file; None takes the graph's static shapes, else ``profiles/<extractor>.toml``
-    (see ``trt.engine.profiles.load_profiles``). Nothing is written unless the build succeeds.
+    (``profiles/extractors/<extractor>.toml`` for an extractor graph; see ``trt.engine.profiles.load_profiles``).
+    ``extractor_engine``: for a matcher, the extractor engine that serves it, checked and named in the
+    manifest (``link_extractor_engine``). Nothing is written unless the build succeeds.
     """
     started = time.perf_counter()
     timing_cache = check_path(timing_cache, "the timing cache path") if timing_cache is not None else None
@@ -290,10 +350,13 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     with timer.step("profiles"):
         graph = GraphSignature.from_onnx(onnx)
         resolved = load_profiles(graph, profiles)
-    # A matcher graph gets its mixed-precision variant, gated; other graphs build FP16 by flags (full TensorRT).
-    converts = options.precision == "fp16" and not is_fp16_graph(graph) and bool(graph.layout or backend.needs_fp16_onnx)
+    linked = link_extractor_engine(graph, extractor_engine, output) if extractor_engine is not None else None
+    # Matcher and extractor graphs get their mixed-precision variant, gated; other graphs build FP16 by flags
+    # (full TensorRT).
+    fp16_aware = graph.layout is not None or graph.is_extractor
+    converts = options.precision == "fp16" and not is_fp16_graph(graph) and (fp16_aware or backend.needs_fp16_onnx)
     # after the inputs are checked, before the long build
-    _check_output(output, {"the ONNX": onnx, "the profile file": profiles},
+    _check_output(output, {"the ONNX": onnx, "the profile file": profiles, "the extractor engine": extractor_engine},
                   {"the timing cache": options.timing_cache, "the FP16 ONNX": fp16_onnx_path(output) if converts else None})
     remove_stale_temporaries(output)
     cache_in = None
@@ -320,7 +383,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
             parsed = NetworkFromOnnxPath(source, backend)()
         with timer.step("configure"):
             config = ConfigFromProfiles(resolved, options.precision, target, options.workspace_mib, options.opt_level,
-                                        cache_in, options.progress)(parsed)
+                                        cache_in, options.progress, graph.fp16_scopes)(parsed)
         with timer.step("build"):
             data = EngineBytesFromNetwork(parsed, config)()
         if converted is not None:
@@ -337,7 +400,8 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
         "target": {"compute_capability": target},
         "precision": options.precision,
         "extractor": graph.extractor,
-        "descriptor_dim": graph.layout[0] if graph.layout else None,
+        "descriptor_dim": graph.layout[0] if graph.layout else (
+            graph.extractor_layout.descriptor_dim if graph.extractor_layout else None),
         "scale_ori": graph.layout[1] if graph.layout else None,
         "profiles": [ProfileRecord(**{**p.to_record(), "shapes": seen}) for p, seen in zip(resolved, config.profiles_seen)],
         "inputs": [TensorRecord(i.name, i.dtype.name, list(i.shape)) for i in built_graph.inputs],
@@ -354,6 +418,8 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
             "num_optimization_profiles": config.config.num_optimization_profiles,
             "fp32_layers": config.pinned_fp32,
         },
+        "extractor_network": _network_record(graph) if graph.extractor_layout is not None else None,
+        "extractor_engine": linked,
     }
 
     def manifest(engine_bytes: bytes) -> Manifest:

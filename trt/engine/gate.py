@@ -1,4 +1,5 @@
-"""The FP16 accuracy gate: an FP16 engine is only written if its graph matches like the FP32 one.
+"""The FP16 accuracy gate: an FP16 engine is only written if its graph matches (or, for an extractor,
+detects and describes) like the FP32 one.
 
 Before a (long) FP16 build, the FP32 matcher graph and its mixed-precision variant both run on ONNX
 Runtime over a fixed set of pairs. ONNX Runtime's CPU kernels store every FP16 tensor in FP16 and
@@ -9,6 +10,10 @@ refuses the build.
 
 The pairs are synthetic and seeded (keypoints in a 640×480 image, unit descriptors, the second image a
 jittered subset of the first), so the gate needs no images and gives the same figures every time.
+
+An extractor graph (trt/extractor_contract.py) is gated on two seeded synthetic scenes
+(``synthetic_image``) of different sizes in one batch: the share of FP32 keypoints that the FP16 graph
+finds again within ``EXTRACTOR_RADIUS_PX``, and the cosine of the descriptors of those pairs.
 """
 
 from dataclasses import dataclass
@@ -23,6 +28,11 @@ MIN_IOU = 0.95
 GATE_SIZES = ((512, 470), (1024, 950), (2048, 1900))
 GATE_IMAGE_SIZE = (640.0, 480.0)
 GATE_SEED = 20231
+# Extractors: two scenes (height, width) in one batch, the second padded into the first's size.
+EXTRACTOR_GATE_IMAGES = ((384, 512), (288, 224))
+EXTRACTOR_RADIUS_PX = 1.0
+MIN_KEYPOINT_RECALL = 0.95
+MIN_MEAN_COSINE = 0.99
 
 
 def synthetic_features(descriptor_dim: int, scale_ori: bool, n: int, size: tuple[float, float],
@@ -46,6 +56,30 @@ def synthetic_features(descriptor_dim: int, scale_ori: bool, n: int, size: tuple
         scales=scales.astype(np.float32) if scale_ori else None,
         oris=oris.astype(np.float32) if scale_ori else None,
     )
+
+
+def synthetic_image(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded uint8 RGB (H, W, 3) scene of overlapping polygons and ellipses on a shaded background,
+    lightly blurred, with fine noise: corners, edges and blobs at many scales, for extractor checks that
+    need no image files."""
+    import cv2
+
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    background = 60 + 80 * (x / width) + 40 * np.sin(y / max(height, 1) * 3 * np.pi)
+    image = np.repeat(background[..., None], 3, axis=2).astype(np.uint8)
+    scale = min(height, width)
+    for _ in range(160):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            centre = rng.random(2) * (width, height)
+            points = centre + (rng.random((int(rng.integers(3, 7)), 2)) - 0.5) * scale * rng.uniform(0.05, 0.3)
+            cv2.fillPoly(image, [points.astype(np.int32)], color)
+        else:
+            centre = tuple(int(v) for v in rng.random(2) * (width, height))
+            axes = tuple(int(v) for v in rng.uniform(0.01, 0.08, 2) * scale)
+            cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
+    image = cv2.GaussianBlur(image, (3, 3), 0.8)
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
 
 def gate_pairs(descriptor_dim: int, scale_ori: bool) -> list[tuple[Features, Features]]:
@@ -107,4 +141,60 @@ def check_fp16(fp32_onnx: Path, fp16_onnx: Path, descriptor_dim: int, scale_ori:
     if not report.passed:
         raise BuildError(f"{report}: the FP16 model does not match like the FP32 one, so no engine was written. "
                          "Build fp32, or pass --no-gate to build it anyway")
+    return report
+
+
+@dataclass(frozen=True)
+class ExtractorGateReport:
+    recall: float  # FP32 keypoints with an FP16 keypoint within EXTRACTOR_RADIUS_PX, over both scenes
+    mean_cosine: float  # descriptor cosine of those pairs
+    min_cosine: float
+    fp32_keypoints: int
+    fp16_keypoints: int
+
+    @property
+    def passed(self) -> bool:
+        return self.recall >= MIN_KEYPOINT_RECALL and self.mean_cosine >= MIN_MEAN_COSINE
+
+    def __str__(self) -> str:
+        return (f"FP16 vs FP32 on {len(EXTRACTOR_GATE_IMAGES)} fixed scenes: {self.recall:.2%} of keypoints found "
+                f"again within {EXTRACTOR_RADIUS_PX} px (gate {MIN_KEYPOINT_RECALL:.0%}), descriptor cosine mean "
+                f"{self.mean_cosine:.5f} (gate {MIN_MEAN_COSINE}), min {self.min_cosine:.4f}, keypoints "
+                f"{self.fp16_keypoints}/{self.fp32_keypoints}")
+
+
+def compare_extractor_precisions(fp32_onnx: Path, fp16_onnx: Path, network) -> ExtractorGateReport:
+    """Run both extractor graphs on the gate's scenes; ``network``: channels, stride and padding of the graph
+    (an ``ExtractorNetwork`` or anything with those fields)."""
+    from trt.extractor_contract import OUTPUT_NAMES
+    from trt.onnx.export import run_onnx
+    from trt.onnx.export_extractor import example_inputs, feature_agreement
+
+    feeds = example_inputs(network, EXTRACTOR_GATE_IMAGES[0], list(EXTRACTOR_GATE_IMAGES), seed=GATE_SEED)
+    (reference,), (candidate,) = (run_onnx(path, [feeds], OUTPUT_NAMES) for path in (fp32_onnx, fp16_onnx))
+    found = total = 0
+    cosines = []
+    for index, (n32, n16) in enumerate(zip(reference["count"], candidate["count"])):
+        agreement = feature_agreement(reference["keypoints"][index, :n32], reference["descriptors"][index, :n32],
+                                      candidate["keypoints"][index, :n16], candidate["descriptors"][index, :n16],
+                                      EXTRACTOR_RADIUS_PX)
+        found += agreement.cosines.size  # one cosine per FP32 keypoint found again
+        total += int(n32)
+        cosines.append(agreement.cosines)
+    cosine = np.concatenate(cosines)
+    return ExtractorGateReport(
+        recall=found / total if total else 1.0,
+        mean_cosine=float(cosine.mean()) if cosine.size else 1.0,
+        min_cosine=float(cosine.min()) if cosine.size else 1.0,
+        fp32_keypoints=total,
+        fp16_keypoints=int(candidate["count"].sum()),
+    )
+
+
+def check_extractor_fp16(fp32_onnx: Path, fp16_onnx: Path, network) -> ExtractorGateReport:
+    """The extractor gate's report, or a BuildError with its figures when the FP16 graph falls below it."""
+    report = compare_extractor_precisions(fp32_onnx, fp16_onnx, network)
+    if not report.passed:
+        raise BuildError(f"{report}: the FP16 model does not detect and describe like the FP32 one, so no engine "
+                         "was written. Build fp32, or pass --no-gate to build it anyway")
     return report

@@ -19,11 +19,29 @@ the builder writes it, atomically, only after the engine file itself is in place
       "outputs": [{"name": "matches0", "dtype": "int32", "shape": ["B", "N0"]}, ...],
       "build_seconds": 41.2, "timings": {"parse": 0.3, "build": 40.1, ...},
       "created": "2025-01-01T00:00:00Z",
-      "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...}
+      "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...},
+      "extractor_network": null,                        # optional, extractor engines only, see below
+      "extractor_engine": null                          # optional, matcher engines linked to theirs
     }
 
 ``batch``/``keypoints0``/``keypoints1`` are null in a profile of a graph without the matcher contract
 (a static graph built with a single profile); ``shapes`` is always complete.
+
+Extractor engines (``trt/extractor_contract.py``: ``image``, ``region`` in; ``keypoints``, ``scores``,
+``descriptors``, ``count`` out) have the same layout with these differences, all optional fields that
+older manifests simply lack:
+
+* ``extractor`` is the feature type the engine makes, ``descriptor_dim`` its D, ``scale_ori`` null;
+* each profile has ``height`` and ``width`` ([min, opt, max] pixels) where a matcher's has keypoints
+  (``keypoints0``/``keypoints1`` null), and a matcher's profiles have them null;
+* ``extractor_network``: ``{"name": "aliked-n16", "channels": 3, "stride": 32, "padding":
+  "centre-replicate", "max_keypoints": 2048, "detection_threshold": 0.2, "nms_radius": 2}``: what the
+  front-end must do for it (``trt.features.padding``) and what it returns.
+
+A matcher engine built with ``--extractor-engine`` names it, so serving needs only the matcher engine:
+``extractor_engine``: ``{"file": "x.extractor.engine" (relative to this manifest's folder), "sha256":
+"...", "network": "aliked-n16", "descriptor_dim": 128}``. Its D and feature type were checked against
+the matcher's when the two were linked.
 
 Reading checks every field against ``SCHEMA`` (one line per field; a field with a default in the
 dataclass may be absent, unknown fields are ignored), then what spans fields: a matcher (``descriptor_dim``
@@ -82,6 +100,8 @@ class ProfileRecord:
     keypoints0: list | None
     keypoints1: list | None
     shapes: dict  # input name -> {"min": [...], "opt": [...], "max": [...]}
+    height: list | None = None  # extractor engines: image height and width [min, opt, max]
+    width: list | None = None
 
 
 @dataclass
@@ -101,6 +121,8 @@ class Manifest:
     timings: dict = field(default_factory=dict)  # step name -> seconds
     created: str = ""  # ISO 8601, UTC
     options: dict = field(default_factory=dict)  # workspace_mib, opt_level, timing_cache, builder flags
+    extractor_network: dict | None = None  # extractor engines: network, channels, stride, padding, K, ...
+    extractor_engine: dict | None = None  # matcher engines: the linked extractor engine (file, sha256, ...)
     format: str = FORMAT
 
     def to_json(self) -> str:
@@ -153,6 +175,8 @@ PROFILE_SCHEMA = Record({
     "keypoints0": Nullable(RANGE),
     "keypoints1": Nullable(RANGE),
     "shapes": MapOf(Record({"min": SHAPE, "opt": SHAPE, "max": SHAPE})),
+    "height": Nullable(RANGE),
+    "width": Nullable(RANGE),
 }, optional=_optional(ProfileRecord))
 SCHEMA = Record({
     "format": constant(FORMAT),
@@ -177,17 +201,37 @@ SCHEMA = Record({
     "timings": MapOf(NUMBER),
     "created": TEXT,
     "options": MapOf(ANY),
+    "extractor_network": Nullable(Record({
+        "name": NAME,
+        "padding": NAME,
+        "channels": POSITIVE_INTEGER,
+        "stride": Nullable(POSITIVE_INTEGER),
+        "max_keypoints": POSITIVE_INTEGER,
+        "detection_threshold": Nullable(NUMBER),
+        "nms_radius": Nullable(INTEGER),
+    })),
+    "extractor_engine": Nullable(Record({
+        "file": NAME,
+        "sha256": SHA256,
+        "network": NAME,
+        "descriptor_dim": POSITIVE_INTEGER,
+    })),
 }, optional=_optional(Manifest))
 
 
 def _check_consistency(data: dict) -> None:
     """What one field's schema cannot say: how fields agree with each other."""
+    # A matcher's profiles range over keypoints, an extractor's over image sizes, other graphs' over neither.
+    extractor = data.get("extractor_network") is not None
+    sized = ("batch", "height", "width") if extractor else ("batch", "keypoints0", "keypoints1")
     for index, profile in enumerate(data["profiles"]):
-        ranges = [profile.get(key) for key in ("batch", "keypoints0", "keypoints1")]
+        ranges = [profile.get(key) for key in sized]
         if any(r is None for r in ranges) and any(r is not None for r in ranges):
-            raise SchemaError(f"profiles[{index}]: batch, keypoints0 and keypoints1 must be all given or all null")
+            raise SchemaError(f"profiles[{index}]: {sized[0]}, {sized[1]} and {sized[2]} must be all given or all null")
         if data["descriptor_dim"] is not None and ranges[0] is None:
-            raise SchemaError(f"profiles[{index}]: a matcher engine's profile needs batch and keypoint ranges")
+            kind = "an extractor engine's profile needs batch and image-size" if extractor else (
+                "a matcher engine's profile needs batch and keypoint")
+            raise SchemaError(f"profiles[{index}]: {kind} ranges")
     if data["onnx"]["path"] is not None and data["onnx"]["sha256"] is None:
         raise SchemaError("onnx.sha256: a recorded source ONNX needs its sha256, to check that it is the one")
 

@@ -1,4 +1,4 @@
-"""Optimization profiles: keypoint buckets read from a TOML file, validated against the ONNX inputs.
+"""Optimization profiles: keypoint or image-size buckets read from a TOML file, validated against the ONNX inputs.
 
 Everything here runs without TensorRT; only ``KeypointProfile.to_trt`` touches a TensorRT builder
 (through the object it is given, so this module imports no TensorRT either).
@@ -31,11 +31,22 @@ keypoints is refused with the largest size that fits rather than built into an e
 "not self-consistent".
 
 The input shapes of each bucket follow from the matcher contract (``trt.contract``): ``kpts``, ``desc``,
-``scales`` and ``oris`` from B and N0/N1, ``size`` and ``count`` from B, ``threshold`` is [1]. A graph
-without the contract (a feature extractor, say) takes only ``shapes`` tables; a graph with fixed input
-dimensions needs no file at all: its single profile is derived from it (``static_profile``).
+``scales`` and ``oris`` from B and N0/N1, ``size`` and ``count`` from B, ``threshold`` is [1].
+
+An extractor graph (``trt.extractor_contract``: ``image`` [B, C, H, W], ``region`` [B, 4]) takes buckets
+of image sizes instead (``profiles/extractors/<feature>.toml``)::
+
+    [[profile]]
+    name = "480x640"
+    height = { min = 64, opt = 480, max = 480 }   # pixels, multiples of the network's stride
+    width = { min = 64, opt = 640, max = 640 }
+
+Image buckets may overlap (a landscape and a portrait bucket share small sizes): a request runs in the
+smallest bucket that holds it. A graph with neither contract takes only ``shapes`` tables; a graph with
+fixed input dimensions needs no file at all: its single profile is derived from it (``static_profile``).
 """
 
+import json
 import math
 import re
 import tomllib
@@ -44,17 +55,22 @@ from pathlib import Path
 
 import numpy as np
 
-from trt.contract import ATTENTION_HEADS, concrete_shape, infer_layout, input_specs, largest_tensor_shape
+from trt import extractor_contract
+from trt.contract import (ATTENTION_HEADS, BATCH, KEYPOINTS0, KEYPOINTS1, TensorSpec, infer_layout, input_specs,
+                          largest_tensor_shape)
 from trt.errors import BuildError, ContractError, ProfileError, UserError
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 EXTRACTOR_METADATA_KEY = "lightglue.extractor"
+ROLE_METADATA_KEY = "lightglue.role"  # "extractor" for an extractor graph exported by this project
+STRIDE_METADATA_KEY = "lightglue.stride"
+FP16_SCOPES_METADATA_KEY = "lightglue.fp16_scopes"
 STATIC_PROFILE_NAME = "static"
 # Elements of one tensor TensorRT builds for: tensorrt-rtx 1.7 logs "tensor volume exceeds 1099511627776"
 # (and writes an engine unusable at the profile's maximum) beyond it.
 MAX_TENSOR_VOLUME = 1 << 40
 
-_BUCKET_KEYS = {"name", "batch", "keypoints", "keypoints0", "keypoints1", "shapes"}
+_BUCKET_KEYS = {"name", "batch", "keypoints", "keypoints0", "keypoints1", "height", "width", "shapes"}
 _FILE_KEYS = {"batch", "profile"}
 
 
@@ -142,8 +158,34 @@ class GraphSignature:
             return None
 
     @property
+    def extractor_layout(self) -> extractor_contract.ExtractorLayout | None:
+        """(channels, max_keypoints, descriptor_dim) for a graph with the extractor contract, else None."""
+        try:
+            return extractor_contract.infer_layout({i.name: i.shape for i in self.inputs},
+                                                   {o.name: o.shape for o in self.outputs})
+        except ContractError:
+            return None
+
+    @property
     def extractor(self) -> str | None:
+        """The feature type: the one the matcher was trained for, or the one the extractor makes."""
         return self.metadata.get(EXTRACTOR_METADATA_KEY)
+
+    @property
+    def is_extractor(self) -> bool:
+        return self.metadata.get(ROLE_METADATA_KEY) == "extractor" or self.extractor_layout is not None
+
+    @property
+    def fp16_scopes(self) -> tuple[str, ...] | None:
+        """The FP16 region an extractor graph names (``lightglue.fp16_scopes``), else None."""
+        value = self.metadata.get(FP16_SCOPES_METADATA_KEY)
+        return tuple(json.loads(value)) if value is not None else None
+
+    @property
+    def stride(self) -> int | None:
+        """An extractor network's stride (image sides are multiples of it), from the metadata."""
+        value = self.metadata.get(STRIDE_METADATA_KEY)
+        return int(value) if value is not None else None
 
     def input(self, name: str) -> GraphInput:
         for graph_input in self.inputs:
@@ -172,6 +214,14 @@ class Bucket:
     keypoints1: Range | None
     shapes: dict  # input name -> ShapeTuple, explicit overrides
     where: str  # "file:line" of its table, for error messages
+    height: Range | None = None  # image buckets (extractor graphs)
+    width: Range | None = None
+
+    def dimensions(self) -> dict[str, Range]:
+        """The contract's symbolic dimensions this bucket gives ranges for: B with N0, N1 or with H, W."""
+        named = {BATCH: self.batch, KEYPOINTS0: self.keypoints0, KEYPOINTS1: self.keypoints1,
+                 extractor_contract.HEIGHT: self.height, extractor_contract.WIDTH: self.width}
+        return {symbol: value for symbol, value in named.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -186,9 +236,11 @@ class KeypointProfile:
 
     name: str
     shapes: dict  # input name -> ShapeTuple
-    batch: Range | None = None  # None for a graph without the matcher contract
-    keypoints0: Range | None = None
+    batch: Range | None = None  # None for a graph without the matcher or extractor contract
+    keypoints0: Range | None = None  # matcher graphs
     keypoints1: Range | None = None
+    height: Range | None = None  # extractor graphs: image height and width in pixels
+    width: Range | None = None
 
     def to_trt(self, builder, input_names=None):
         """A TensorRT ``IOptimizationProfile`` made with ``builder``; ``input_names`` limits it to the
@@ -207,7 +259,8 @@ class KeypointProfile:
         return {"name": self.name, **ranges, "shapes": {k: v.to_dict() for k, v in self.shapes.items()}}
 
     def ranges(self) -> dict:
-        return {"batch": self.batch, "keypoints0": self.keypoints0, "keypoints1": self.keypoints1}
+        return {"batch": self.batch, "keypoints0": self.keypoints0, "keypoints1": self.keypoints1,
+                "height": self.height, "width": self.width}
 
     def describe(self) -> str:
         return ", ".join(f"{n}: {'x'.join(map(str, s.min))}..{'x'.join(map(str, s.max))}" for n, s in self.shapes.items())
@@ -309,22 +362,30 @@ def _bucket(table, index: int, where: str, default_batch: Range | None) -> Bucke
     k1 = both or (_range(table["keypoints1"], f"{label} keypoints1") if "keypoints1" in table else None)
     if (k0 is None) != (k1 is None):
         raise ProfileError(f"{label}: give keypoints0 and keypoints1 together")
+    height = _range(table["height"], f"{label} height") if "height" in table else None
+    width = _range(table["width"], f"{label} width") if "width" in table else None
+    if (height is None) != (width is None):
+        raise ProfileError(f"{label}: give height and width together")
+    if height is not None and k0 is not None:
+        raise ProfileError(f"{label}: a profile is for a matcher (keypoints) or an extractor (height and width), not both")
     batch = _range(table["batch"], f"{label} batch") if "batch" in table else default_batch
     shapes_table = table.get("shapes", {})
     if not isinstance(shapes_table, dict):
         raise ProfileError(f"{label}: shapes must be a table of input name -> {{min, opt, max}}")
     shapes = {name: _shape_tuple(value, f"{label} shapes.{name}") for name, value in shapes_table.items()}
-    if k0 is None and not shapes:
-        raise ProfileError(f"{label}: give keypoints (or keypoints0 and keypoints1), or shapes")
-    if k0 is not None and batch is None:
+    if k0 is None and height is None and not shapes:
+        raise ProfileError(f"{label}: give keypoints (or keypoints0 and keypoints1), height and width, or shapes")
+    if (k0 is not None or height is not None) and batch is None:
         raise ProfileError(f"{label}: no batch range: add a [batch] table or a batch key")
-    name = table.get("name", _default_name(k0, k1, index))
+    name = table.get("name", _default_name(k0, k1, height, width, index))
     if not isinstance(name, str) or not name:
         raise ProfileError(f"{label}: name must be a non-empty string")
-    return Bucket(name, batch, k0, k1, shapes, where)
+    return Bucket(name, batch, k0, k1, shapes, where, height, width)
 
 
-def _default_name(k0: Range | None, k1: Range | None, index: int) -> str:
+def _default_name(k0: Range | None, k1: Range | None, height: Range | None, width: Range | None, index: int) -> str:
+    if height is not None and width is not None:
+        return f"{height.max}x{width.max}"
     if k0 is None or k1 is None:
         return f"profile{index}"
     return f"n{k0.max}" if k0 == k1 else f"n{k0.max}x{k1.max}"
@@ -368,16 +429,12 @@ def resolve(bucket: Bucket, graph: GraphSignature) -> KeypointProfile:
         if name not in graph.input_names:
             raise ProfileError(f"{label}: the ONNX has no input {name!r}; its inputs are: {', '.join(graph.input_names)}")
     shapes: dict[str, ShapeTuple] = {}
-    if bucket.keypoints0 is not None:
-        layout = graph.layout
-        if layout is None:
-            raise ProfileError(
-                f"{label}: keypoint ranges need the LightGlue matcher contract, but the ONNX inputs are "
-                f"{', '.join(graph.input_names)}; give shapes tables instead"
-            )
-        ranges = list(zip(bucket.batch, bucket.keypoints0, bucket.keypoints1))  # (min), (opt), (max)
-        for spec in input_specs(*layout):
-            shapes[spec.name] = ShapeTuple(*(concrete_shape(spec, *r) for r in ranges))
+    dimensions = bucket.dimensions()
+    if bucket.keypoints0 is not None or bucket.height is not None:
+        for spec in _contract_inputs(bucket, graph, label):
+            shapes[spec.name] = ShapeTuple(*(
+                tuple(getattr(dimensions[d], which) if isinstance(d, str) else d for d in spec.shape)
+                for which in ("min", "opt", "max")))
     shapes.update(bucket.shapes)
     for graph_input in graph.inputs:
         if graph_input.name not in shapes:
@@ -388,7 +445,9 @@ def resolve(bucket: Bucket, graph: GraphSignature) -> KeypointProfile:
             shapes[graph_input.name] = ShapeTuple(*(graph_input.shape,) * 3)
         _check_against_graph(graph_input, shapes[graph_input.name], label)
     ordered = {i.name: shapes[i.name] for i in graph.inputs}
-    return _check_volumes(KeypointProfile(bucket.name, ordered, bucket.batch, bucket.keypoints0, bucket.keypoints1), label)
+    profile = KeypointProfile(bucket.name, ordered, bucket.batch, bucket.keypoints0, bucket.keypoints1, bucket.height,
+                              bucket.width)
+    return _check_volumes(profile, label)
 
 
 def _check_volumes(profile: KeypointProfile, label: str) -> KeypointProfile:
@@ -413,6 +472,37 @@ def _check_volumes(profile: KeypointProfile, label: str) -> KeypointProfile:
             f"TensorRT builds for: at batch {batch}, a profile holds at most {fits} keypoints"
         )
     return profile
+
+
+def _contract_inputs(bucket: Bucket, graph: GraphSignature, label: str) -> list[TensorSpec]:
+    """The contract inputs a keypoint or image bucket resolves into, checked against the graph."""
+    if bucket.keypoints0 is not None:
+        layout = graph.layout
+        if layout is None:
+            raise ProfileError(
+                f"{label}: keypoint ranges need the LightGlue matcher contract, but the ONNX inputs are "
+                f"{', '.join(graph.input_names)}; give "
+                + ("height and width (an extractor's image sizes)" if graph.is_extractor else "shapes tables")
+                + " instead"
+            )
+        return input_specs(*layout)
+    layout = graph.extractor_layout
+    if layout is None:
+        raise ProfileError(
+            f"{label}: height and width need the extractor contract (inputs image, region), but the ONNX inputs are "
+            f"{', '.join(graph.input_names)}; give "
+            + ("keypoint ranges (a matcher's)" if graph.layout is not None else "shapes tables") + " instead"
+        )
+    stride = graph.stride
+    if stride is not None:
+        for what, sides in (("height", bucket.height), ("width", bucket.width)):
+            for which, value in zip(("min", "opt", "max"), sides):
+                if value % stride:
+                    raise ProfileError(
+                        f"{label}: {what} {which} {value} is not a multiple of the network's stride {stride}: the "
+                        f"front-end pads images to multiples of {stride} (use {value + -value % stride})"
+                    )
+    return extractor_contract.input_specs(layout.channels)
 
 
 def _check_against_graph(graph_input: GraphInput, shapes: ShapeTuple, label: str) -> None:
@@ -445,16 +535,22 @@ def static_profile(graph: GraphSignature) -> KeypointProfile:
     if graph.layout is not None:
         batch, n0, n1 = shapes["kpts0"].min[0], shapes["kpts0"].min[1], shapes["kpts1"].min[1]
         ranges = {"batch": Range(batch, batch, batch), "keypoints0": Range(n0, n0, n0), "keypoints1": Range(n1, n1, n1)}
+    elif graph.extractor_layout is not None:
+        batch, _, height, width = shapes[extractor_contract.IMAGE].min
+        ranges = {"batch": Range(batch, batch, batch), "height": Range(height, height, height),
+                  "width": Range(width, width, width)}
     return _check_volumes(KeypointProfile(STATIC_PROFILE_NAME, shapes, **ranges), "the ONNX's fixed input shapes")
 
 
 def default_profile_path(graph: GraphSignature) -> Path | None:
-    """``profiles/<extractor>.toml`` for a graph whose metadata names its extractor, else None."""
+    """``profiles/<extractor>.toml`` for a matcher whose metadata names its extractor, and
+    ``profiles/extractors/<extractor>.toml`` for an extractor graph; else None."""
     if graph.extractor is None:
         return None
     from trt.extractors import get_extractor
 
-    return PROFILES_DIR / f"{get_extractor(graph.extractor).name}.toml"
+    name = get_extractor(graph.extractor).name
+    return PROFILES_DIR / "extractors" / f"{name}.toml" if graph.is_extractor else PROFILES_DIR / f"{name}.toml"
 
 
 def load_profiles(graph: GraphSignature, path: Path | None = None) -> list[KeypointProfile]:

@@ -7,7 +7,8 @@ each a comma-separated list of ``name:AxBxC``. A graph with only fixed input sha
 
 The command is for the ``trtexec`` of full TensorRT, which builds for the GPU it runs on. FP16 is
 ``--fp16`` with the FP32-critical layers pinned (``--precisionConstraints=obey --layerPrecisions=...``),
-the same layers ``trt.engine.backends.FP32_LAYER_PATTERNS`` pins in ``build_engine``.
+the same layers ``trt.engine.backends.fp32_layer`` pins in ``build_engine`` (for an extractor graph,
+every layer outside its dense encoder).
 """
 
 import shlex
@@ -41,8 +42,9 @@ def fp32_node_names(onnx: Path) -> list[str]:
     """ONNX node names (TensorRT's layer names) that FP16 builds keep in FP32."""
     import onnx as onnx_lib
 
+    scopes = GraphSignature.from_onnx(onnx).fp16_scopes
     model = onnx_lib.load(str(onnx), load_external_data=False)
-    return [node.name for node in model.graph.node if node.name and fp32_layer(node.name)]
+    return [node.name for node in model.graph.node if node.name and fp32_layer(node.name, scopes)]
 
 
 def trtexec_command(onnx: Path, profiles: Path | None = None, output: Path | None = None,

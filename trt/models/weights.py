@@ -1,5 +1,8 @@
 """Matcher weights: official files (downloaded and verified), seeded random ones, and strict loading.
 
+The loading, verification and download helpers also serve the extractor networks
+(``trt/models/networks.py``): they take anything with the ``weights_*`` fields of ``Extractor``.
+
 Loading is strict: after the rename table below, every parameter of the model must be in the file
 and nothing else may be (only the derived ``confidence_thresholds`` buffer may be absent). A file of
 another layout is an error listing the keys, never a silently half-random model.
@@ -45,7 +48,8 @@ def rename_keys(state_dict: dict) -> dict:
     return renamed
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str,
+                           layout: str = "a LightGlue checkpoint") -> None:
     """Load after renaming; missing, unexpected or mis-shaped keys are one error listing them."""
     state_dict = rename_keys(state_dict)
     expected = model.state_dict()
@@ -62,18 +66,25 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str
             if keys:
                 shown = ", ".join(keys[:12]) + (f", … ({len(keys)} in all)" if len(keys) > 12 else "")
                 problems.append(f"{label}: {shown}")
-        raise WeightsError(f"{origin} is not a LightGlue checkpoint of this layout; " + "; ".join(problems))
+        raise WeightsError(f"{origin} is not {layout} of this layout; " + "; ".join(problems))
     model.load_state_dict({**expected, **state_dict}, strict=True)
 
 
-def read_checkpoint(path: Path) -> dict:
-    """torch.load with weights_only=True; unreadable or truncated files are a WeightsError."""
+def read_checkpoint(path: Path, key: str | None = None) -> dict:
+    """torch.load with weights_only=True; unreadable or truncated files are a WeightsError.
+
+    ``key``: the state dict is nested under this key of the file (DISK's ``extractor``).
+    """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"weights file {path} does not exist") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, zipfile errors...
         raise WeightsError(f"cannot read weights file {path} (truncated or not a PyTorch checkpoint): {error}") from None
+    if key is not None:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get(key), dict):
+            raise WeightsError(f"weights file {path} has no {key!r} entry holding a state dict")
+        state_dict = state_dict[key]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
     return state_dict
@@ -92,16 +103,19 @@ def verify_official(path: Path, extractor: Extractor) -> WeightsSource:
     return WeightsSource("file", f"sha256:{digest}")
 
 
-def download_official(extractor: Extractor, destination: Path, progress: bool = True) -> Path:
-    """Fetch the official checkpoint with a progress bar; offline, one message with the URL and path."""
+MATCHER_HINT = "pass --weights FILE, or use --random-weights SEED for a test export"
+
+
+def download_official(extractor: Extractor, destination: Path, progress: bool = True, hint: str = MATCHER_HINT) -> Path:
+    """Fetch the official checkpoint with a progress bar; offline, one message with the URL, the path and
+    ``hint`` (the flags that give weights another way)."""
     url = extractor.weights_url
     try:
         response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
     except (urllib.error.URLError, OSError) as error:
         raise WeightsError(
             f"no weights at {destination} and they cannot be downloaded ({getattr(error, 'reason', error)}). "
-            f"Download {url} and put it at {destination}, pass --weights FILE, "
-            "or use --random-weights SEED for a test export"
+            f"Download {url} and put it at {destination}, {hint}"
         ) from None
     from tqdm import tqdm
 
@@ -115,7 +129,8 @@ def download_official(extractor: Extractor, destination: Path, progress: bool = 
     return destination
 
 
-def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Path = Path("weights")) -> Path:
+def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Path = Path("weights"),
+                    hint: str = MATCHER_HINT) -> Path:
     """The checkpoint to load: ``weights`` if given, else the official file, downloaded when absent."""
     if weights is not None:
         if not Path(weights).is_file():
@@ -123,7 +138,7 @@ def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Pat
         return Path(weights)
     path = weights_dir / extractor.weights_filename
     if not path.is_file():
-        download_official(extractor, path)
+        download_official(extractor, path, hint=hint)
     return path
 
 

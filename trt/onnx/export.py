@@ -94,15 +94,17 @@ def torch_outputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
 
 
-def run_onnx(model: bytes | str | Path, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Run a matcher graph (serialised bytes or a path) on ONNX Runtime's CPU provider, one session for all."""
+def run_onnx(model: bytes | str | Path, feeds_list: list[dict[str, np.ndarray]],
+             output_names: list[str] = OUTPUT_NAMES) -> list[dict[str, np.ndarray]]:
+    """Run a graph (serialised bytes or a path; the matcher's outputs unless ``output_names`` says otherwise)
+    on ONNX Runtime's CPU provider, one session for all."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # ORT's optimiser warns about every Unsqueeze it keeps
     source = str(model) if isinstance(model, Path) else model
     session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    return [dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds))) for feeds in feeds_list]
+    return [dict(zip(output_names, session.run(output_names, feeds))) for feeds in feeds_list]
 
 
 def onnx_outputs(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -138,25 +140,38 @@ def _dynamic_axes(extractor: Extractor) -> dict:
 
 
 def trace_to_onnx(model, extractor: Extractor, settings: ExportSettings) -> onnx.ModelProto:
-    import torch
-
     if settings.dynamic:
         batch, n0, n1 = TRACE_SIZES
     else:
         batch, n0, n1 = settings.batch_size, settings.num_keypoints, settings.num_keypoints
     feeds = example_inputs(extractor, batch, n0, n1)
+    return torch_to_onnx(model, feeds, OUTPUT_NAMES, _dynamic_axes(extractor) if settings.dynamic else None,
+                         settings.opset)
+
+
+def torch_to_onnx(model, feeds: dict[str, np.ndarray], output_names: list[str], dynamic_axes: dict | None,
+                  opset: int) -> onnx.ModelProto:
+    """The TorchScript exporter's graph of ``model`` traced on ``feeds`` (inputs named and ordered as given)."""
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
+            # Its notes on its own passes (constant folding skipped, instance norm traced in training mode,
+            # which is how InstanceNormalization computes anyway, torch's own shape checks traced as
+            # constants) are not the user's to act on; the numerical check at untraced sizes after export
+            # is what guards the graph.
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 tuple(torch.from_numpy(value) for value in feeds.values()),
                 str(raw),
                 input_names=list(feeds),
-                output_names=OUTPUT_NAMES,
-                dynamic_axes=_dynamic_axes(extractor) if settings.dynamic else None,
-                opset_version=settings.opset,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
                 do_constant_folding=True,
                 dynamo=False,
             )
@@ -183,6 +198,11 @@ def set_metadata(model: onnx.ModelProto, extractor: Extractor, settings: ExportS
             "lightglue_trt": __version__,
         }, sort_keys=True),
     }
+    write_metadata(model, entries)
+
+
+def write_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Replace the graph's metadata by ``entries``, each key under the ``lightglue.`` prefix."""
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
@@ -192,6 +212,15 @@ def set_metadata(model: onnx.ModelProto, extractor: Extractor, settings: ExportS
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     """The ``lightglue.*`` metadata of an exported matcher, without the prefix."""
     return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def finish_for_tensorrt(graph: onnx.ModelProto) -> bytes:
+    """Shape inference, clean-up and the TensorRT op lint of an exported graph; its bytes, or a ContractError."""
+    graph = prepare_for_tensorrt(graph)
+    issues = lint_for_tensorrt(graph)
+    if issues:
+        raise ContractError("the exported graph has nodes TensorRT cannot parse: " + "; ".join(map(str, issues)))
+    return graph.SerializeToString()
 
 
 def export_matcher(
@@ -220,12 +249,7 @@ def export_matcher(
 
     graph = trace_to_onnx(model, spec, settings)
     set_metadata(graph, spec, settings, source)
-    graph = prepare_for_tensorrt(graph)
-    issues = lint_for_tensorrt(graph)
-    if issues:
-        raise ContractError("the exported graph has nodes TensorRT cannot parse: " + "; ".join(map(str, issues)))
-
-    graph_bytes = graph.SerializeToString()
+    graph_bytes = finish_for_tensorrt(graph)
     check_sizes = CHECK_SIZES if dynamic else ((batch_size, num_keypoints, num_keypoints),)
     for batch, n0, n1 in check_sizes:
         feeds = example_inputs(spec, batch, n0, n1, seed=batch + n0)

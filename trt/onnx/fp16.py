@@ -1,4 +1,4 @@
-"""The mixed-precision variant of a matcher graph, for strongly typed builders (tensorrt-rtx).
+"""The mixed-precision variant of a matcher or extractor graph, for strongly typed builders (tensorrt-rtx).
 
 The transformer layers and the input projection (``/transformers.*``, ``/input_proj*`` scopes: where
 the time goes) run in FP16. Keypoint normalisation, the positional encoding, the assignment with its
@@ -9,6 +9,9 @@ and outputs keep their FP32/int32 types, so the tensor contract is unchanged.
 
 Casts sit only at the region's borders: FP32 tensors entering it are cast to FP16 once each, FP16
 tensors leaving it are cast back.
+
+An extractor graph names its own FP16 region in its metadata (``lightglue.fp16_scopes``, a JSON list of
+node-name prefixes: the dense encoder); its detection, coordinates and descriptor sampling stay FP32.
 """
 
 from pathlib import Path
@@ -25,12 +28,32 @@ from trt.onnx.clean import describe_fully, infer_symbolic_shapes
 FP16_SCOPES = ("/transformers.", "/input_proj")
 # Kept FP32 inside the FP16 region: LayerNorm's variance of 512 activations overflows FP16 (max 65504)
 # as soon as trained activations reach a few hundred.
-FP32_OPS = frozenset({"LayerNormalization"})
+# So does DISK's InstanceNormalization, for the same reason (a variance over a whole feature map).
+FP32_OPS = frozenset({"LayerNormalization", "InstanceNormalization"})
 PRECISION_KEY = "lightglue.precision"
+SCOPES_KEY = "lightglue.fp16_scopes"
+# Inputs that stay FP32 whatever the region: ONNX types them tensor(float) (Resize's roi and scales).
+FP32_INPUTS = {"Resize": (1, 2)}
 
 
-def _in_region(node: onnx.NodeProto) -> bool:
-    return node.name.startswith(FP16_SCOPES) and node.op_type not in FP32_OPS
+def fp16_scopes(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The node-name prefixes of the graph's FP16 region: its own (``lightglue.fp16_scopes``), else the matcher's."""
+    import json
+
+    recorded = {p.key: p.value for p in model.metadata_props}.get(SCOPES_KEY)
+    return tuple(json.loads(recorded)) if recorded else FP16_SCOPES
+
+
+def _region_predicate(graph: onnx.GraphProto, scopes: tuple[str, ...]):
+    """Whether a node runs in FP16: in ``scopes``, not an FP32 op, not a constant feeding only FP32 inputs."""
+    fixed = {node.input[i] for node in graph.node for i in FP32_INPUTS.get(node.op_type, ()) if i < len(node.input)}
+
+    def in_region(node: onnx.NodeProto) -> bool:
+        if node.op_type == "Constant" and node.output[0] in fixed:
+            return False
+        return node.name.startswith(scopes) and node.op_type not in FP32_OPS
+
+    return in_region
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -49,16 +72,18 @@ def _to_fp16_tensor(tensor: TensorProto, name: str) -> TensorProto:
 
 
 def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with the transformer region in FP16 (see module docstring)."""
+    """A copy of ``model`` with its FP16 region in FP16 (see module docstring)."""
+    scopes = fp16_scopes(model)
     model = infer_symbolic_shapes(model)
     graph = model.graph
-    region = [node for node in graph.node if _in_region(node)]
+    in_region = _region_predicate(graph, scopes)
+    region = [node for node in graph.node if in_region(node)]
     if not region:
-        raise ContractError(f"no {' or '.join(FP16_SCOPES)} nodes: not a matcher graph exported by this project")
+        raise ContractError(f"no {' or '.join(scopes)} nodes: not a matcher or extractor graph exported by this project")
     types = _tensor_types(model)
     produced_in_region = {output for node in region for output in node.output}
     initializers = {init.name: init for init in graph.initializer}
-    used_outside = {name for node in graph.node if not _in_region(node) for name in node.input}
+    used_outside = {name for node in graph.node if not in_region(node) for name in node.input}
     used_outside |= {output.name for output in graph.output}
 
     new_nodes, casts_in, fp16_initializers = [], {}, {}
@@ -77,6 +102,8 @@ def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     for node in region:
         for index, name in enumerate(node.input):
+            if index in FP32_INPUTS.get(node.op_type, ()):
+                continue
             if name and name not in produced_in_region and types.get(name) == TensorProto.FLOAT:
                 node.input[index] = region_input(name)
         for attribute in node.attribute:
@@ -89,7 +116,7 @@ def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     leaving = {name for name in produced_in_region if name in used_outside and types.get(name) == TensorProto.FLOAT}
     renamed = {name: f"{name}__fp32" for name in leaving}
     for node in graph.node:
-        if not _in_region(node):
+        if not in_region(node):
             for index, name in enumerate(node.input):
                 if name in renamed:
                     node.input[index] = renamed[name]

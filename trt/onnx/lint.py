@@ -12,7 +12,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-TOPK_MAX_K = 3840
+from trt.extractor_contract import MAX_KEYPOINTS
+
+TOPK_MAX_K = MAX_KEYPOINTS  # TensorRT's limit on TopK's K
 
 SUPPORTED_OPS = frozenset(
     """

@@ -133,11 +133,6 @@ def make_runtime(module, flavour: str) -> dict:
     def log_error(logger, message: str) -> None:
         logger.log(trt.ILogger.Severity.ERROR, message)
 
-    class IHostMemory(bytearray):
-        @property
-        def nbytes(self):
-            return len(self)
-
     class IRuntimeCache:
         def __init__(self, logger):
             self._logger = logger
@@ -146,7 +141,7 @@ def make_runtime(module, flavour: str) -> dict:
         def serialize(self):
             record = {"format": CACHE_FORMAT, "version": trt.__version__, "compute_capability": _gpu_capability(),
                       "kernels": sorted(json.dumps(k) for k in self._kernels)}
-            return IHostMemory(json.dumps(record).encode())
+            return np.frombuffer(json.dumps(record).encode(), np.uint8)  # a buffer, as IHostMemory is
 
         def deserialize(self, blob):
             if not GPU.context_current():
@@ -166,7 +161,7 @@ def make_runtime(module, flavour: str) -> dict:
             self._kernels.clear()
             return True
 
-        def compile(self, key: tuple) -> None:
+        def _compile(self, key: tuple) -> None:
             """Compile a kernel unless the cache holds it."""
             if key not in self._kernels:
                 with _lock:
@@ -326,7 +321,7 @@ def make_runtime(module, flavour: str) -> dict:
             strategy = config.dynamic_shapes_kernel_specialization_strategy if config else kernels.LAZY
             key = (engine._model.sha256, _gpu_capability(), json.dumps(sorted(shapes.items())))
             if strategy != kernels.NONE:
-                engine._cache_for(config).compile(key)  # LAZY compiles in the background: counted all the same
+                engine._cache_for(config)._compile(key)  # LAZY compiles in the background: counted all the same
             graphs = config.cuda_graph_strategy if config else trt.CudaGraphStrategy.DISABLED
             graph_key = (key[2], json.dumps(sorted(addresses.items())))
             if graphs == trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE and graph_key not in self._runtime_graphs:
@@ -392,7 +387,7 @@ def make_runtime(module, flavour: str) -> dict:
                 log_error(self._logger, f"createExecutionContext: {error}")
                 return None
             if rtx:  # just-in-time compilation of the engine's kernels for this GPU
-                self._cache_for(config).compile((self._model.sha256, _gpu_capability(), "generic"))
+                self._cache_for(config)._compile((self._model.sha256, _gpu_capability(), "generic"))
             return context
 
         if rtx:
@@ -433,7 +428,7 @@ def make_runtime(module, flavour: str) -> dict:
 
     classes = {"Runtime": Runtime, "ICudaEngine": ICudaEngine, "IExecutionContext": IExecutionContext}
     if rtx:
-        classes.update(IRuntimeConfig=IRuntimeConfig, IRuntimeCache=IRuntimeCache, IHostMemory=IHostMemory)
+        classes.update(IRuntimeConfig=IRuntimeConfig, IRuntimeCache=IRuntimeCache)
     for name, cls in classes.items():
         cls.__module__, cls.__qualname__ = module.__name__, name
     return classes

@@ -10,12 +10,16 @@ context is not current and that did not make it fails with pycuda's "clean-up op
 and leaks, as pycuda does.
 """
 
-import threading
-import warnings
+import threading as _threading
+import warnings as _warnings
 
-import numpy as np
+import numpy as _np
 
-from _trt_emulator.gpu import GPU, CudaError, Stream as _GpuStream, compute_capability, now
+from _trt_emulator.gpu import GPU as _GPU
+from _trt_emulator.gpu import CudaError as _CudaError
+from _trt_emulator.gpu import Stream as _GpuStream
+from _trt_emulator.gpu import compute_capability as _compute_capability
+from _trt_emulator.gpu import now as _now
 
 
 class Error(Exception):
@@ -38,24 +42,24 @@ class RuntimeError(Error):  # noqa: A001 - pycuda's name
     pass
 
 
-def _raise(call: str, error: CudaError):
+def _raise(call: str, error: _CudaError):
     kind = MemoryError if error.code == "CUDA_ERROR_OUT_OF_MEMORY" else LogicError
     raise kind(f"{call} failed: {error}") from None
 
 
 def init(flags=0):
-    GPU.initialized = True
+    _GPU.initialized = True
 
 
 def _need_init(call: str) -> None:
-    if not GPU.initialized:
+    if not _GPU.initialized:
         raise LogicError(f"{call} failed: initialization error")
 
 
 def mem_get_info():
     """(free, total) bytes of device memory."""
     _acquire_context("mem_get_info")
-    return GPU.total - GPU.used, GPU.total
+    return _GPU.total - _GPU.used, _GPU.total
 
 
 class Device:
@@ -71,17 +75,17 @@ class Device:
         return 1
 
     def name(self):
-        return "Emulated GPU (SM %d.%d)" % compute_capability()
+        return "Emulated GPU (SM %d.%d)" % _compute_capability()
 
     def compute_capability(self):
-        return compute_capability()
+        return _compute_capability()
 
     def total_memory(self):
-        return GPU.total
+        return _GPU.total
 
     def retain_primary_context(self):
-        with GPU.lock:
-            GPU.primary_retains += 1
+        with _GPU.lock:
+            _GPU.primary_retains += 1
         return Context(self)
 
     def __eq__(self, other):
@@ -100,27 +104,27 @@ class Context:
     def __init__(self, device: Device):
         self._device = device
         self._valid = True
-        self._thread = threading.get_ident()
+        self._thread = _threading.get_ident()
 
     @property
     def handle(self):
-        return GPU.primary_handle
+        return _GPU.primary_handle
 
     def push(self):
         _prepare_context_switch()
-        GPU.driver_stack().append(self.handle)
-        GPU.pycuda_stack().append(self)
+        _GPU.driver_stack().append(self.handle)
+        _GPU.pycuda_stack().append(self)
 
     @staticmethod
     def pop():
         _prepare_context_switch()
-        stack = GPU.pycuda_stack()
+        stack = _GPU.pycuda_stack()
         if not stack:
             raise LogicError("context::pop failed: invalid device context - cannot pop non-current context")
         stack.pop()
         current = _current_context()
         if current is not None:
-            GPU.driver_stack().append(current.handle)
+            _GPU.driver_stack().append(current.handle)
 
     @staticmethod
     def get_current():
@@ -136,10 +140,10 @@ class Context:
     @staticmethod
     def synchronize():
         _acquire_context("cuCtxSynchronize")
-        for stream in list(GPU.streams.values()):
+        for stream in list(_GPU.streams.values()):
             try:
                 stream.run_until()
-            except CudaError as error:
+            except _CudaError as error:
                 _raise("cuCtxSynchronize", error)
 
     def detach(self):
@@ -147,16 +151,16 @@ class Context:
             raise LogicError("context::detach failed: invalid device context - cannot detach from invalid context")
         active = _current_context() is self
         if active:
-            GPU.release_primary()
-        elif self._thread == threading.get_ident():
-            GPU.driver_stack().append(self.handle)
-            GPU.release_primary()  # pycuda's comment says the pop is implicit: for a primary context it is not
+            _GPU.release_primary()
+        elif self._thread == _threading.get_ident():
+            _GPU.driver_stack().append(self.handle)
+            _GPU.release_primary()  # pycuda's comment says the pop is implicit: for a primary context it is not
         # else: from another thread pycuda assumes the context is already gone, and does nothing
         self._valid = False
         if active:
             new_active = _current_context(except_=self)
             if new_active is not None:
-                GPU.driver_stack().append(new_active.handle)
+                _GPU.driver_stack().append(new_active.handle)
 
     def __del__(self):
         if self._valid:  # pycuda's destructor detaches a context still valid
@@ -176,7 +180,7 @@ class Context:
 
 
 def _current_context(except_=None):
-    stack = GPU.pycuda_stack()
+    stack = _GPU.pycuda_stack()
     while stack:
         top = stack[-1]
         if top is not except_ and top._valid:
@@ -186,8 +190,8 @@ def _current_context(except_=None):
 
 
 def _prepare_context_switch():
-    if GPU.pycuda_stack():
-        driver = GPU.driver_stack()
+    if _GPU.pycuda_stack():
+        driver = _GPU.driver_stack()
         if driver:
             driver.pop()
 
@@ -203,8 +207,8 @@ class DeviceAllocation:
     def __init__(self, nbytes):
         self._context = _acquire_context("cuMemAlloc")
         try:
-            self._address = GPU.alloc(nbytes)
-        except CudaError as error:
+            self._address = _GPU.alloc(nbytes)
+        except _CudaError as error:
             _raise("cuMemAlloc", error)
         self._valid = True
 
@@ -218,14 +222,14 @@ class DeviceAllocation:
             raise LogicError("device_allocation::free failed: invalid resource handle")
         context = self._context
         current = _current_context() is context
-        if not context._valid or (not current and context._thread != threading.get_ident()):
+        if not context._valid or (not current and context._thread != _threading.get_ident()):
             # pycuda's scoped_context_activation refuses a dead or out-of-thread context, and the clean-up
             # catch turns that into a warning: the memory stays allocated
-            warnings.warn("PyCUDA WARNING: a clean-up operation failed (dead context maybe?)")
+            _warnings.warn("PyCUDA WARNING: a clean-up operation failed (dead context maybe?)")
         else:
             try:
-                GPU.free(self._address)
-            except CudaError as error:
+                _GPU.free(self._address)
+            except _CudaError as error:
                 _raise("cuMemFree", error)
         self._valid = False
 
@@ -236,13 +240,13 @@ def mem_alloc(bytesize):
 
 def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
     _acquire_context("cuMemHostAlloc")
-    return np.empty(shape, dtype, order=order)
+    return _np.empty(shape, dtype, order=order)
 
 
 class Stream:
     def __init__(self, flags=0):
         self._context = _acquire_context("cuStreamCreate")
-        self._stream = _GpuStream(GPU)
+        self._stream = _GpuStream(_GPU)
 
     @property
     def handle(self):
@@ -251,7 +255,7 @@ class Stream:
     def synchronize(self):
         try:
             self._stream.run_until()
-        except CudaError as error:
+        except _CudaError as error:
             _raise("cuStreamSynchronize", error)
 
     def is_done(self):
@@ -265,13 +269,13 @@ def _stream_of(stream) -> _GpuStream:
 
 
 def memcpy_htod_async(dest, src, stream=None):
-    source = np.asarray(src)
+    source = _np.asarray(src)
     if not source.flags.c_contiguous:
         raise TypeError("expected a contiguous buffer")
     address = int(dest)
 
     def copy():
-        GPU.view(address, source.nbytes)[:] = source.reshape(-1).view(np.uint8)
+        _GPU.view(address, source.nbytes)[:] = source.reshape(-1).view(_np.uint8)
 
     _stream_of(stream).enqueue(copy)
 
@@ -282,7 +286,7 @@ def memcpy_dtoh_async(dest, src, stream=None):
     address = int(src)
 
     def copy():
-        dest.reshape(-1).view(np.uint8)[:] = GPU.view(address, dest.nbytes)
+        dest.reshape(-1).view(_np.uint8)[:] = _GPU.view(address, dest.nbytes)
 
     _stream_of(stream).enqueue(copy)
 
@@ -299,7 +303,7 @@ class Event:
         self._time = None
 
         def mark():
-            self._time = now()
+            self._time = _now()
 
         self._marker, self._stream = mark, gpu_stream
         gpu_stream.enqueue(mark)
@@ -309,7 +313,7 @@ class Event:
         if self._stream is not None:
             try:
                 self._stream.run_until(self._marker)
-            except CudaError as error:
+            except _CudaError as error:
                 _raise("cuEventSynchronize", error)
         return self
 

@@ -25,7 +25,7 @@ from tensorrt_rtx_bindings import (  # noqa: F401 - names full TensorRT 10 share
     nptype,
 )
 
-from _trt_emulator.runtime import make_runtime
+from _trt_emulator.runtime import make_runtime as _make_runtime
 
 __version__ = "10.14.1.48"
 _TARGET_API = ("num_compute_capabilities", "set_compute_capability", "get_compute_capability")
@@ -62,4 +62,4 @@ class Builder:
         return self._builder.build_serialized_network(network, config._config)
 
 
-globals().update(make_runtime(__import__(__name__), "tensorrt"))
+globals().update(_make_runtime(__import__(__name__), "tensorrt"))

@@ -2,12 +2,12 @@
 makes, with cuda-python's names, return tuples and CUresult values, on the emulated GPU (``_trt_emulator``).
 """
 
-import enum
+import enum as _enum
 
-from _trt_emulator.gpu import GPU
+from _trt_emulator.gpu import GPU as _GPU
 
 
-class CUresult(enum.IntEnum):  # values of cuda.h
+class CUresult(_enum.IntEnum):  # values of cuda.h
     CUDA_SUCCESS = 0
     CUDA_ERROR_INVALID_VALUE = 1
     CUDA_ERROR_OUT_OF_MEMORY = 2
@@ -20,7 +20,7 @@ class CUresult(enum.IntEnum):  # values of cuda.h
     CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD = 908
 
 
-class CUstreamCaptureMode(enum.IntEnum):
+class CUstreamCaptureMode(_enum.IntEnum):
     CU_STREAM_CAPTURE_MODE_GLOBAL = 0
     CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
     CU_STREAM_CAPTURE_MODE_RELAXED = 2
@@ -58,7 +58,7 @@ _executables: dict[int, object] = {}
 
 
 def _stream(hStream):
-    stream = GPU.streams.get(int(hStream))
+    stream = _GPU.streams.get(int(hStream))
     if stream is None:
         raise KeyError(hStream)
     return stream
@@ -80,7 +80,7 @@ def cuStreamEndCapture(hStream):
     code, graph = stream.end_capture()
     if graph is None:
         return CUresult[code], None
-    handle = CUgraph(next(GPU.handles))
+    handle = CUgraph(next(_GPU.handles))
     _graphs[int(handle)] = graph
     return CUresult.CUDA_SUCCESS, handle
 
@@ -89,7 +89,7 @@ def cuGraphInstantiate(hGraph, flags):
     graph = _graphs.get(int(hGraph)) if hGraph is not None else None
     if graph is None:
         return CUresult.CUDA_ERROR_INVALID_VALUE, None
-    handle = CUgraphExec(next(GPU.handles))
+    handle = CUgraphExec(next(_GPU.handles))
     _executables[int(handle)] = type(graph)(graph.work)  # an executable graph outlives its graph
     return CUresult.CUDA_SUCCESS, handle
 
@@ -116,14 +116,14 @@ def cuGraphExecDestroy(hGraphExec):
 
 
 def cuCtxPopCurrent():
-    stack = GPU.driver_stack()
+    stack = _GPU.driver_stack()
     if not stack:
         return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
     return CUresult.CUDA_SUCCESS, CUcontext(stack.pop())
 
 
 def cuCtxPushCurrent(ctx):
-    GPU.driver_stack().append(int(ctx))
+    _GPU.driver_stack().append(int(ctx))
     return (CUresult.CUDA_SUCCESS,)
 
 

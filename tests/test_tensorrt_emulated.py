@@ -561,7 +561,7 @@ def image_pairs(data_dir, tmp_path_factory) -> tuple[list[Path], Path]:
     pairs file whose pairs fall into both profiles."""
     folder = tmp_path_factory.mktemp("images")
     images = []
-    for index, (name, crop) in enumerate([("1.ppm", (slice(0, 90), slice(0, 120))), ("2.ppm", (slice(0, 100), slice(0, 130))),
+    for index, (name, crop) in enumerate([("2.ppm", (slice(0, 50), slice(0, 60))), ("2.ppm", (slice(2, 52), slice(3, 63))),
                                           ("1.ppm", (slice(0, 320), slice(0, 400))), ("3.ppm", (slice(0, 320), slice(0, 400)))]):
         image = cv2.imread(str(data_dir / GRAFFITI / name))[crop]
         images.append(folder / f"image{index}.png")
@@ -589,7 +589,7 @@ def test_trt_infer_on_the_emulator_equals_onnxruntime(rtx_engine, image_pairs, t
         done = run_cli("--engine", rtx_engine, *args, *flags, env=emulator_env())
         assert done.returncode == 0, done.stderr
         if name != "onnxruntime":
-            assert "(tensorrt)" in done.stdout and "device memory: n64" in done.stdout
+            assert "tensorrt)" in done.stdout and "device memory: n64" in done.stdout
         records[name] = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     sizes = {len(r["keypoints0"]) > 64 or len(r["keypoints1"]) > 64 for r in records["onnxruntime"].values()}
     assert sizes == ({True} if mode == "single" else {False, True})  # the pairs file crosses profiles

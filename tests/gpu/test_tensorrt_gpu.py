@@ -155,7 +155,8 @@ def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "trt_infer.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+                          text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))})
 
 
 def test_cli_on_tensorrt_matches_onnxruntime(gpu_engines, data_dir, tmp_path):

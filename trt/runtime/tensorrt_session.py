@@ -134,13 +134,9 @@ def runtime_backend(manifest: Optional[Manifest]) -> Optional[type[Backend]]:
     return BACKENDS[builder]
 
 
-def find_runtime(manifest: Optional[Manifest]) -> Optional[type[Backend]]:
-    """An installed TensorRT package that can run the engine, or None (nothing is imported)."""
-    return next(iter(runtime_candidates(manifest)), None)
-
-
 def runtime_candidates(manifest: Optional[Manifest]) -> list[type[Backend]]:
-    """The installed runtimes to try, in order: the builder's own; every installed one without a manifest."""
+    """The installed runtimes to try, in order (nothing is imported): the builder's own; every installed one
+    without a manifest."""
     wanted = runtime_backend(manifest)
     return [backend for backend in ([wanted] if wanted else BACKENDS.values()) if backend.available()]
 
@@ -194,7 +190,7 @@ def tensorrt_unavailable(manifest: Optional[Manifest]) -> Optional[str]:
     devices = cuda_devices()
     if not devices:
         return "no CUDA GPU was found"
-    if find_runtime(manifest) is None:
+    if not runtime_candidates(manifest):
         wanted = runtime_backend(manifest)
         return f"the TensorRT runtime ({wanted.module_name if wanted else 'tensorrt or tensorrt_rtx'}) is not installed"
     for module_name, package in (("pycuda", "pycuda"), ("cuda.bindings", "cuda-python")):

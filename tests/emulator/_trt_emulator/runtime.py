@@ -47,9 +47,12 @@ def _gpu_capability() -> str:
 
 def known_manifests() -> list[Path]:
     """Manifests the emulator may find an engine's in: of engines or manifests named in $TRT_EMULATOR_ENGINES,
-    or named on the command line (``--engine X.engine``), and of every engine in a folder named there."""
+    of engine files the process opened (``sitecustomize``), of engines named on the command line, and of every
+    engine in a folder named there."""
+    from _trt_emulator import OPENED_ENGINES
+
     found = []
-    names = [n for n in os.environ.get(ENGINES_VARIABLE, "").split(os.pathsep) if n] + sys.argv[1:]
+    names = [n for n in os.environ.get(ENGINES_VARIABLE, "").split(os.pathsep) if n] + sorted(OPENED_ENGINES) + sys.argv[1:]
     for name in names:
         path = Path(name)
         try:

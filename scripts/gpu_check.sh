@@ -6,7 +6,7 @@
 # cuda-python: pip install -e '.[gpu,test]'. Runs with the project's environment (.venv) where there is one.
 #
 #   scripts/gpu_check.sh                       # report in out/gpu_check.json
-#   REPORT=/tmp/gpu.json scripts/gpu_check.sh -k cli     # extra arguments go to pytest
+#   REPORT=/tmp/gpu.json ITERATIONS=50 scripts/gpu_check.sh -k cli   # extra arguments go to pytest
 #   PYTHONPATH=tests/emulator scripts/gpu_check.sh        # the same on the emulated runtime (no GPU needed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ else
 fi
 "$PYTHON" -m pytest tests/gpu -m gpu -v -rs --durations=10 "$@"
 tests=$?
-"$PYTHON" -m trt.evaluation.gpu_check --output "$REPORT" --pytest-status "$tests"
+"$PYTHON" -m trt.evaluation.gpu_check --output "$REPORT" --iterations "${ITERATIONS:-20}" --pytest-status "$tests"
 report=$?
 echo "report: $REPORT (tests/gpu exit status $tests)"
 exit $(( tests != 0 ? tests : report ))

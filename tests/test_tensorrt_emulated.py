@@ -520,7 +520,9 @@ def test_engine_without_manifest_is_tried_with_every_runtime(emulated, rtx_engin
     with session:
         assert session.runtime_version.startswith("tensorrt-rtx")
         assert [p.ranges for p in session.profiles] == [p.ranges for p in trs.profiles_from_manifest(load_manifest(rtx_engine))]
-    engine.write_bytes(b"not an engine")
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # damaged inside: no runtime loads it
+    engine.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="no manifest"):
         with pytest.raises(EngineError, match=r"tensorrt 10.14.1.48: .* \| tensorrt-rtx 1.7.1.116: .*rebuild"):
             trs.TensorRTSession(engine).activate()

@@ -1,5 +1,7 @@
 # LightGlue → ONNX → TensorRT engine → matches. Targets chain through files; variables override defaults:
 #   make engine EXTRACTOR=sift WEIGHTS=random PRECISION=fp16 PROFILES=profiles/sift.toml OUT=/srv/sift.engine
+# TARGET_SM (tensorrt-rtx only, e.g. 8.6,8.9,12.0): empty builds for the local GPU (full TensorRT always does;
+# tensorrt-rtx without a GPU builds for every RTX GPU from Ampere on).
 # WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
 # for smoke tests), nn (hand-set nearest-neighbour weights, not trained), or a path to a .pth file.
 # Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
@@ -13,7 +15,7 @@ EXTRACTOR  ?= sift
 WEIGHTS    ?= official
 PRECISION  ?= fp32
 PROFILES   ?= profiles/$(EXTRACTOR).toml
-TARGET_SM  ?= 8.9
+TARGET_SM  ?=
 DEMO_DIR   ?= out/demo
 BENCH_DIR  ?= out/bench
 EVAL_DIR   ?= out/eval
@@ -84,7 +86,7 @@ engine: $(OUT)
 
 $(OUT): $(ONNX) $(PROFILES) $(BUILD_SOURCES) $(LINKED_ENGINE)
 	$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) \
-		--target-sm $(TARGET_SM) --output $@ $(LINK_FLAG)
+		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@ $(LINK_FLAG)
 
 $(EXTRACTOR_ONNX): $(EXPORT_SOURCES) trt/extractor_contract.py $(EXTRACTOR_WEIGHTS_FILE)
 	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --extractor-model $(NETWORK) --extractor_path $@ --dynamic \
@@ -92,7 +94,7 @@ $(EXTRACTOR_ONNX): $(EXPORT_SOURCES) trt/extractor_contract.py $(EXTRACTOR_WEIGH
 
 $(EXTRACTOR_OUT): $(EXTRACTOR_ONNX) $(EXTRACTOR_PROFILES) $(BUILD_SOURCES)
 	$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) \
-		--target-sm $(TARGET_SM) --output $@
+		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@
 
 trtexec: $(ONNX) $(LINKED_ONNX)
 	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) \

@@ -2,7 +2,7 @@
 """Build a TensorRT engine (and its manifest X.engine.json) from an exported LightGlue ONNX.
 
     python build_engine.py --onnx weights/sift_lightglue.onnx                 # profiles/sift.toml, tensorrt-rtx or tensorrt
-    python build_engine.py --onnx m.onnx --builder tensorrt-rtx --target-sm 12.0 --output m.sm120.engine
+    python build_engine.py --onnx m.onnx --builder tensorrt-rtx --target-sm 8.6,8.9,12.0  # one engine, three GPU families
     python build_engine.py --onnx m.onnx --print-trtexec                      # the equivalent trtexec command
     python build_engine.py --onnx weights/aliked-n16.onnx --output weights/aliked_lightglue.extractor.engine
     python build_engine.py --onnx weights/aliked_lightglue.onnx --extractor-engine weights/aliked_lightglue.extractor.engine
@@ -36,9 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
     parser.add_argument("--builder", choices=BUILDERS, default=DEFAULTS.builder,
                         help="auto: full TensorRT where installed, else tensorrt-rtx")
-    parser.add_argument("--target-sm", default=DEFAULTS.target_sm, metavar="X.Y",
-                        help="tensorrt-rtx: compute capability to build for (default 8.9); "
-                             "full TensorRT builds for the local GPU")
+    parser.add_argument("--target-sm", default=DEFAULTS.target_sm, metavar="X.Y[,X.Y...]",
+                        help="tensorrt-rtx: compute capabilities to build for, e.g. 8.6,8.9,12.0 (default: the "
+                             "local GPU, else every RTX GPU from Ampere on); full TensorRT builds for the local GPU")
     parser.add_argument("--workspace", dest="workspace_mib", type=positive_int_arg(MAX_WORKSPACE_MIB),
                         default=DEFAULTS.workspace_mib, metavar="MIB",
                         help="builder workspace limit in MiB (default: TensorRT's)")

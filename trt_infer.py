@@ -86,6 +86,17 @@ def format_timings(timings: dict) -> str:
     return ", ".join(stages) + (f" ({', '.join(inner)} ms)" if inner else "")
 
 
+def format_device_memory(summary: dict) -> str | None:
+    """Device memory each profile holds (TensorRT): activations and I/O buffers; None for other backends."""
+    memory = summary.get("device_memory")
+    if not memory:
+        return None
+    mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
+    return "device memory: " + ", ".join(
+        f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} buffers)"
+        for name, m in memory.items())
+
+
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
     from trt.runtime.jobs import prepare_pair, run_pair
@@ -102,6 +113,9 @@ def match_one(args) -> list[Path]:
         print(f"image{index} {path}: {len(keypoints)} keypoints")
     print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
     print(f"time: {format_timings(result.timings)}")
+    memory = format_device_memory(result.engine)
+    if memory:
+        print(memory)
     for path in written:
         print(f"wrote {path}")
     return written
@@ -114,10 +128,13 @@ def match_pairs(args) -> list[Path]:
     read_pairs(args.pairs)  # a bad pairs file is reported before the engine is loaded
     with make_matcher(args) as matcher:
         run = match_pairs_file(matcher, args.pairs, args.output_dir, args.format)
-        backend = matcher.summary["backend"]
+        summary = matcher.summary
     pairs = len(run.written)
-    print(f"{pairs} pairs, {run.matches / pairs:.1f} matches per pair ({backend})")
+    print(f"{pairs} pairs, {run.matches / pairs:.1f} matches per pair ({summary['backend']})")
     print(f"time: {format_timings(run.timings)} in total")
+    memory = format_device_memory(summary)
+    if memory:
+        print(memory)
     print(f"wrote {pairs} files to {args.output_dir}")
     return run.written
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine build time against the number of optimization profiles, for the SIFT matcher.
 
-    python bench/build_bench.py                        # tensorrt-rtx, SM 8.9, 1, 2 and 4 profiles
+    python bench/build_bench.py                        # tensorrt-rtx, its default targets, 1, 2 and 4 profiles
     python bench/build_bench.py --counts 1 4 --onnx weights/sift_lightglue.onnx
 
 Exports the matcher with seeded random weights (unless --onnx is given), then builds it with the first
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, default=None, help="SIFT matcher ONNX (default: export one, random weights)")
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4], help="profile counts to build with")
     parser.add_argument("--builder", default="tensorrt-rtx", choices=("auto", "tensorrt", "tensorrt-rtx"))
-    parser.add_argument("--target-sm", default=None, help="tensorrt-rtx compute capability (default 8.9)")
+    parser.add_argument("--target-sm", default=None, help="tensorrt-rtx compute capabilities, e.g. 8.9 or 8.6,8.9 (default: the builder's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         onnx = args.onnx

@@ -126,7 +126,7 @@ def test_network_and_config_steps(standin):
     names = [parsed.network.get_input(i).name for i in range(parsed.network.num_inputs)]
     assert names == GraphSignature.from_onnx(standin).input_names
     profiles = load_profiles(GraphSignature.from_onnx(standin), PROFILES_DIR / "sift.toml")
-    built = ConfigFromProfiles(profiles, target="8.9", progress=False)(parsed)
+    built = ConfigFromProfiles(profiles, target=["8.9"], progress=False)(parsed)
     assert built.config.num_optimization_profiles == 4
     assert built.profiles_seen == [p.to_record()["shapes"] for p in profiles]
     assert built.profiles_seen[2]["desc1"] == {"min": [1, 1025, 128], "opt": [1, 2048, 128], "max": [4, 2048, 128]}
@@ -134,7 +134,7 @@ def test_network_and_config_steps(standin):
 
 def test_steps_compose_into_one_expression(standin, small_profiles, tmp_path):
     network = NetworkFromOnnxPath(standin, get_backend("tensorrt-rtx"))
-    config = ConfigFromProfiles(load_profiles(GraphSignature.from_onnx(standin), small_profiles), target="8.9", progress=False)
+    config = ConfigFromProfiles(load_profiles(GraphSignature.from_onnx(standin), small_profiles), target=["8.9"], progress=False)
     output = SaveEngine(EngineBytesFromNetwork(network, config), tmp_path / "chain.engine")()
     assert output.stat().st_size > 0 and leftovers(tmp_path) == ["chain.engine"]  # no manifest asked for
 
@@ -148,7 +148,8 @@ def test_standin_build(standin, small_profiles, tmp_path):
     manifest = load_manifest(output)
     assert manifest.engine == {"file": "standin.engine", "sha256": sha256_file(output), "bytes": output.stat().st_size}
     assert manifest.onnx["sha256"] == sha256_file(standin) and manifest.onnx["metadata"] == {"lightglue.extractor": "sift"}
-    assert manifest.builder["name"] == "tensorrt-rtx" and manifest.target == {"compute_capability": "8.9"}
+    assert manifest.builder["name"] == "tensorrt-rtx"
+    assert manifest.target == {"compute_capability": TensorRTRTX().target(None)}  # the local GPU, else every RTX GPU
     assert [p.name for p in manifest.profiles] == ["n64", "n128"]
     assert manifest.profiles[1].keypoints1 == [65, 128, 128] and manifest.profiles[1].batch == [1, 1, 2]
     assert manifest.options["workspace_mib"] == 256 and manifest.options["opt_level"] == 1
@@ -230,8 +231,8 @@ def test_full_tensorrt_adapter_without_tensorrt():
 
 def test_rtx_targets():
     backend = get_backend("tensorrt-rtx")
-    assert backend.target(None) == "8.9" and backend.target("12.0") == "12.0"
-    with pytest.raises(UserError, match=r"cannot build for compute capability 6.1: choose one of 7.5, 8.0, 8.6, 8.9"):
+    assert backend.target("12.0") == ["12.0"] and backend.target("8.6, 8.9,12.0,8.9") == ["8.6", "8.9", "12.0"]
+    with pytest.raises(UserError, match=r"cannot build for compute capability 6.1: choose one or several .* of 7.5, 8.0, 8.6, 8.9"):
         backend.target("6.1")
 
 
@@ -245,7 +246,7 @@ def test_parser_errors_list_every_node(tmp_path):
 
 def test_builder_errors_are_build_errors(standin, small_profiles):
     parsed = NetworkFromOnnxPath(standin, get_backend("tensorrt-rtx"))()
-    config = ConfigFromProfiles([], target="8.9", progress=False)(parsed)  # a dynamic network with no profile
+    config = ConfigFromProfiles([], target=["8.9"], progress=False)(parsed)  # a dynamic network with no profile
     for _ in range(2):  # TensorRT keeps one logger per process: errors still reach the second build's message
         with pytest.raises(BuildError, match="could not build the engine:\n.*no optimization profile"):
             EngineBytesFromNetwork(parsed, config)()
@@ -332,7 +333,8 @@ def check_matcher_engine(engine: Path, onnx_path: Path, extractor: str, precisio
         assert manifest.onnx["metadata"]["lightglue.precision"] == "fp16"
     assert manifest.onnx["sha256"] == sha256_file(onnx_path)
     assert manifest.onnx["metadata"]["lightglue.extractor"] == extractor
-    assert (manifest.builder["name"], manifest.target["compute_capability"], manifest.precision) == ("tensorrt-rtx", "8.9", precision)
+    assert (manifest.builder["name"], manifest.precision) == ("tensorrt-rtx", precision)
+    assert manifest.target["compute_capability"] == TensorRTRTX().target(None)
     spec = EXTRACTORS[extractor]
     assert (manifest.extractor, manifest.descriptor_dim, manifest.scale_ori) == (extractor, spec.descriptor_dim, spec.scale_ori)
     assert [t.name for t in manifest.inputs] == [s.name for s in input_specs(spec.descriptor_dim, spec.scale_ori)]

@@ -126,7 +126,7 @@ def test_print_trtexec_for_an_extractor(aliked_extractor_onnx, tmp_path):
 
 def build(onnx_path: Path, folder: Path, precision: str) -> Path:
     return build_engine(onnx_path, None, folder / f"extractor-{precision}.engine", precision=precision,
-                        builder="tensorrt-rtx", progress=False)
+                        builder="tensorrt-rtx", target_sm="8.9", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def check_extractor_engine(engine: Path, onnx_path: Path, network: str, precisio
     manifest = load_manifest(engine)
     spec = NETWORKS[network]
     assert manifest.engine["sha256"] == sha256_file(engine) and manifest.precision == precision
-    assert (manifest.builder["name"], manifest.target["compute_capability"]) == ("tensorrt-rtx", "8.9")
+    assert (manifest.builder["name"], manifest.target["compute_capability"]) == ("tensorrt-rtx", ["8.9"])
     assert (manifest.extractor, manifest.descriptor_dim, manifest.scale_ori) == (spec.feature, spec.descriptor_dim, None)
     assert manifest.extractor_network == {"name": network, "padding": spec.padding, "channels": spec.channels,
                                           "stride": spec.stride, "max_keypoints": 2048,

@@ -145,7 +145,7 @@ def test_errors_the_builder_logs_fail_the_build(standin):
     shapes = {spec.name: ShapeTuple(*(concrete_shape(spec, 1, n, n) for n in (1, 64, huge))) for spec in input_specs(128, True)}
     profile = KeypointProfile("huge", shapes)
     parsed = NetworkFromOnnxPath(standin, get_backend("tensorrt-rtx"), echo_warnings=False)()
-    config = ConfigFromProfiles([profile], target="8.9", progress=False)(parsed)
+    config = ConfigFromProfiles([profile], target=["8.9"], progress=False)(parsed)
     with pytest.raises(BuildError, match="could not build the engine:\n.*not self-consistent"):
         EngineBytesFromNetwork(parsed, config)()
 

@@ -1,10 +1,11 @@
 """The TensorRT backend on a real GPU: build an engine, serve it, compare with ONNX Runtime.
 
-Runs only where a CUDA GPU, a TensorRT runtime (tensorrt, or tensorrt_rtx for a GPU it supports) and
-pycuda exist; elsewhere every test skips with the reason. ``scripts/gpu_check.sh`` runs this file.
+Runs only where a CUDA GPU, a TensorRT runtime, pycuda and cuda-python exist; elsewhere every test skips
+with the reason. Every installed builder is covered: tensorrt-rtx (the default engines, for an RTX GPU it
+targets) and full TensorRT. ``scripts/gpu_check.sh`` runs this file; with ``tests/emulator`` first on
+``PYTHONPATH`` it runs on the emulated runtime.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -16,10 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trt.engine.backends import BACKENDS
+from trt.engine.manifest import load_manifest
 from trt.errors import EngineError, UserError
 from trt.features.base import pack_pairs
+from trt.gpu import cuda_devices
+from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.tensorrt_session import TensorRTSession, cuda_devices, find_runtime
+from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
 
 pytestmark = pytest.mark.gpu
 
@@ -28,39 +33,33 @@ GRAFFITI = "images/hpatches/v_graffiti"
 PROFILES = ROOT / "profiles" / "sift.toml"  # its first two buckets: n512 (1-512) and n1024 (513-1024)
 
 
-def missing_gpu_stack() -> str | None:
-    if not cuda_devices():
-        return "no CUDA GPU"
-    if find_runtime(None) is None:
-        return "no TensorRT runtime (tensorrt or tensorrt_rtx) installed"
-    if importlib.util.find_spec("pycuda") is None:
-        return "pycuda is not installed"
-    return None
-
-
-def build_for_this_gpu(onnx: Path, folder: Path) -> Path:
-    """Two-profile fp32 engine (B 1-4): full TensorRT where installed, else tensorrt-rtx for this GPU's SM."""
+def build_for_this_gpu(onnx: Path, folder: Path, builder: str) -> Path:
+    """Two-profile fp32 engine (B 1-4) for this GPU: no target given, each builder takes the local GPU."""
     from trt.engine.builder import build_engine
 
     profiles = folder / "two.toml"
     tables = re.split(r"(?m)^(?=\[\[profile\]\])", PROFILES.read_text())  # [batch] part, then one per bucket
     profiles.write_text("".join(tables[:3]))
-    full = importlib.util.find_spec("tensorrt") is not None
-    target = None if full else cuda_devices()[0]
     try:
-        return build_engine(onnx, profiles=profiles, output=folder / f"{onnx.stem}.engine",
-                            builder="tensorrt" if full else "tensorrt-rtx", target_sm=target, progress=False)
+        engine = build_engine(onnx, profiles=profiles, output=folder / f"{onnx.stem}.engine", builder=builder, progress=False)
     except UserError as error:
-        pytest.skip(f"cannot build an engine for this GPU: {error}")
-
-
-@pytest.fixture(scope="module")
-def gpu_engines(request, tmp_path_factory) -> dict:
-    reason = missing_gpu_stack()
+        pytest.skip(f"{builder} cannot build an engine for this GPU: {error}")
+    reason = tensorrt_unavailable(load_manifest(engine))
     if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("gpu_engines")
-    return {name: build_for_this_gpu(request.getfixturevalue(name), folder) for name in ("sift_nn_onnx", "sift_onnx")}
+        pytest.skip(f"{builder}: {reason}")
+    return engine
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def gpu_engines(request, tmp_path_factory) -> dict:
+    """Engines of both test models built by one builder (each installed builder in turn)."""
+    if not cuda_devices():
+        pytest.skip("no CUDA GPU")
+    if not BACKENDS[request.param].available():
+        pytest.skip(f"{request.param} is not installed")
+    folder = tmp_path_factory.mktemp(f"gpu_engines_{request.param}")
+    return {name: build_for_this_gpu(request.getfixturevalue(name), folder, request.param)
+            for name in ("sift_nn_onnx", "sift_onnx")}
 
 
 def random_pairs(rng, sizes):
@@ -97,7 +96,7 @@ def test_session_equals_onnxruntime_in_every_profile(gpu_engines):
             np.testing.assert_allclose(got["mscores0"][close], want["mscores0"][close], atol=1e-3)
 
 
-def test_session_from_worker_threads_and_cuda_graphs(gpu_engines):
+def test_session_from_worker_threads(gpu_engines):
     engine = gpu_engines["sift_nn_onnx"]
     rng = np.random.default_rng(1)
     requests = [pack_pairs(random_pairs(rng, [(n, n)]), n, n, 0.1) for n in (200, 400, 700, 1000)]
@@ -120,9 +119,27 @@ def test_session_from_worker_threads_and_cuda_graphs(gpu_engines):
         assert not errors, errors
         for index, outputs in results.items():
             np.testing.assert_array_equal(outputs["matches0"], expected[index % len(requests)]["matches0"])
-    with TensorRTSession(engine, cuda_graphs=True) as session:
-        for feeds, want in zip(requests + requests, expected + expected):  # capture, then replay
-            np.testing.assert_array_equal(session.infer(feeds)["matches0"], want["matches0"])
+    closer = threading.Thread(target=session.deactivate)  # closing from another thread releases the GPU
+    with TensorRTSession(engine) as other:
+        closer.start()
+        closer.join()
+        np.testing.assert_array_equal(other.infer(requests[0])["matches0"], expected[0]["matches0"])
+
+
+def test_cuda_graphs_equal_plain_runs(gpu_engines):
+    """Each profile at its opt shape with one graph: matches equal those of the plain session."""
+    engine = gpu_engines["sift_nn_onnx"]
+    rng = np.random.default_rng(5)
+    pairs = random_pairs(rng, [(150, 300), (512, 90), (700, 1000), (1024, 600)])
+    pairs = [(a, b) for a, b in pairs] * 2  # capture, then replay
+    with Matcher(TensorRTSession(engine), threshold=0.1) as plain:
+        want = [plain.match_features(a, b) for a, b in pairs]
+    with Matcher(TensorRTSession(engine, cuda_graphs=True), threshold=0.1) as graphs:
+        got = [graphs.match_features(a, b) for a, b in pairs]
+    for a, b in zip(got, want):
+        assert agreement(a.matches0, b.matches0) >= 0.99
+    if load_manifest(engine).builder["name"] == "tensorrt-rtx":
+        assert engine.with_name(engine.name + ".rtxcache").stat().st_size > 0  # its kernels, kept for the next process
 
 
 def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):
@@ -130,7 +147,7 @@ def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):
     copy = tmp_path / engine.name
     copy.symlink_to(engine)
     manifest = json.loads(Path(f"{engine}.json").read_text())
-    manifest["target"] = {"compute_capability": "5.0"}
+    manifest["target"] = {"compute_capability": ["5.0"]}
     Path(f"{copy}.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="compute capability 5.0"):
         TensorRTSession(copy).activate()
@@ -138,7 +155,8 @@ def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "trt_infer.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+                          text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))})
 
 
 def test_cli_on_tensorrt_matches_onnxruntime(gpu_engines, data_dir, tmp_path):
@@ -146,15 +164,17 @@ def test_cli_on_tensorrt_matches_onnxruntime(gpu_engines, data_dir, tmp_path):
     engine = gpu_engines["sift_nn_onnx"]
     images = [data_dir / GRAFFITI / "1.ppm", data_dir / GRAFFITI / "2.ppm"]
     records = {}
-    for backend in ("tensorrt", "onnxruntime"):
-        out = tmp_path / f"{backend}.json"
-        done = run_cli("--engine", engine, *images, "--backend", backend, "--output", out)
+    for name, flags in (("tensorrt", ["--backend", "tensorrt"]), ("graphs", ["--backend", "tensorrt", "--cuda-graphs"]),
+                        ("onnxruntime", ["--backend", "onnxruntime"])):
+        out = tmp_path / f"{name}.json"
+        done = run_cli("--engine", engine, *images, *flags, "--output", out)
         assert done.returncode == 0, done.stderr
-        records[backend] = json.loads(out.read_text())
-    assert records["tensorrt"]["engine"]["backend"] == "tensorrt"
-    assert set(records["tensorrt"]["timings"]) >= {"h2d", "compute", "d2h"}
-    np.testing.assert_allclose(records["tensorrt"]["keypoints0"], records["onnxruntime"]["keypoints0"])
-    sets = [{tuple(m) for m in records[b]["matches"]} for b in ("tensorrt", "onnxruntime")]
-    iou = len(sets[0] & sets[1]) / max(1, len(sets[0] | sets[1]))
-    assert len(sets[1]) > 50 and iou >= 0.95, f"IoU {iou:.3f} of {len(sets[0])} and {len(sets[1])} matches"
-    print(f"\nmatch-set IoU {iou:.4f}; TensorRT timings {records['tensorrt']['timings']}")
+        records[name] = json.loads(out.read_text())
+    for name in ("tensorrt", "graphs"):
+        assert records[name]["engine"]["backend"] == "tensorrt"
+        assert set(records[name]["timings"]) >= {"h2d", "compute", "d2h"}
+        np.testing.assert_allclose(records[name]["keypoints0"], records["onnxruntime"]["keypoints0"])
+        sets = [{tuple(m) for m in records[b]["matches"]} for b in (name, "onnxruntime")]
+        iou = len(sets[0] & sets[1]) / max(1, len(sets[0] | sets[1]))
+        assert len(sets[1]) > 50 and iou >= 0.95, f"{name}: IoU {iou:.3f} of {len(sets[0])} and {len(sets[1])} matches"
+        print(f"\n{name}: match-set IoU {iou:.4f}; timings {records[name]['timings']}")

@@ -2,11 +2,13 @@
 
 - ``tensorrt`` (full TensorRT 10+, NVIDIA's wheel or a system install): builds for the GPU it runs on,
   weakly typed (FP16 through ``BuilderFlag.FP16``, with FP32-critical layers pinned, see
-  ``FP32_LAYER_PATTERNS``).
+  ``FP32_LAYER_PATTERNS``). At run time the session captures CUDA graphs itself.
 - ``tensorrt-rtx`` (module ``tensorrt_rtx``): builds ahead of time, also on a machine without a GPU,
-  for the compute capabilities it is told (7.5-12.1); strongly typed, so precision comes from the ONNX
-  types: an FP16 engine is built from an FP16 variant of the ONNX (``Backend.needs_fp16_onnx``); no
-  timing cache (its API is kept but does nothing since 1.2).
+  for one or several compute capabilities (7.5-12.1; by default the local GPU, else its documented
+  default, every RTX GPU from Ampere on); strongly typed, so precision comes from the ONNX types: an
+  FP16 engine is built from an FP16 variant of the ONNX (``Backend.needs_fp16_onnx``); no timing cache
+  (its API is kept but does nothing since 1.2). At run time it compiles kernels just in time, kept in
+  a runtime cache, and captures CUDA graphs itself when its runtime config asks it to.
 
 Both are imported lazily, under their own names (the package itself is called ``trt``).
 """
@@ -17,7 +19,8 @@ import re
 import sys
 from functools import cached_property
 
-from trt.errors import BuildError, UserError
+from trt.errors import BuildError, EngineError, UserError
+from trt.gpu import cuda_devices
 
 BUILDERS = ("auto", "tensorrt", "tensorrt-rtx")
 PRECISIONS = ("fp32", "fp16")
@@ -55,8 +58,9 @@ class Backend:
     # and where the header records the engine's size in bytes (little-endian uint64), if known.
     plan_magic: bytes
     plan_size_offset: int | None = None
-    default_target: str | None = None  # compute capability built for when none is given
     needs_fp16_onnx = False  # FP16 needs an FP16 variant of the ONNX (strong typing)
+    runtime_cache_suffix: str | None = None  # X.engine + suffix: the runtime's kernel cache beside the engine
+    runtime_captures_graphs = False  # the runtime captures CUDA graphs itself (else the session does)
 
     @cached_property
     def module(self):
@@ -73,11 +77,12 @@ class Backend:
     def create_network(self, builder):
         return builder.create_network(0)
 
-    def target(self, target_sm: str | None) -> str | None:
-        """The compute capability to record for this build, after checking ``target_sm``."""
-        return target_sm
+    def target(self, target_sm: str | None) -> list[str] | None:
+        """The compute capabilities ("8.9") this build is for, after checking ``target_sm`` ("8.6,8.9"); None
+        where they cannot be known (full TensorRT on a machine whose GPU cannot be read)."""
+        raise NotImplementedError
 
-    def configure_target(self, config, target: str | None) -> None:
+    def configure_target(self, config, targets: list[str] | None) -> None:
         pass
 
     def configure_precision(self, config, network, precision: str, fp16_scopes: tuple[str, ...] | None = None) -> list[str]:
@@ -90,6 +95,22 @@ class Backend:
 
     def supports_timing_cache(self) -> bool:
         return hasattr(self.module.IBuilderConfig, "create_timing_cache")
+
+    # -- serving -------------------------------------------------------------------------------------------
+    def create_execution_context(self, engine, runtime_cache=None, fixed_shapes: bool = False,
+                                 cuda_graphs: bool = False) -> tuple[object, tuple]:
+        """An execution context that holds activation memory for the one profile it is bound to
+        (``ON_PROFILE_CHANGE``: the default ``STATIC`` sizes every context for the largest profile).
+
+        Returns the context and the objects it uses by reference, to be kept while it lives.
+        ``fixed_shapes``: the context always runs one shape; ``cuda_graphs``: replay CUDA graphs.
+        """
+        strategy = self.module.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+        return engine.create_execution_context(strategy), ()
+
+    def create_runtime_cache(self, engine):
+        """A runtime kernel cache (None for runtimes without one)."""
+        return None
 
 
 class TensorRT(Backend):
@@ -107,7 +128,7 @@ class TensorRT(Backend):
                 "full TensorRT builds for the GPU it runs on: --target-sm is for --builder tensorrt-rtx "
                 f"(asked for {target_sm})"
             )
-        return None
+        return cuda_devices()[:1] or None  # the GPU TensorRT builds on: device 0, where it can be read
 
     def configure_precision(self, config, network, precision, fp16_scopes=None):
         if precision != "fp16" or self.needs_fp16_onnx:
@@ -133,8 +154,9 @@ class TensorRTRTX(Backend):
     module_name = "tensorrt_rtx"
     plan_magic = b"vtrt"  # read from tensorrt-rtx 1.7 engines, which record their size at bytes 16-23
     plan_size_offset = 16
-    default_target = "8.9"
     needs_fp16_onnx = True
+    runtime_cache_suffix = ".rtxcache"
+    runtime_captures_graphs = True
 
     def create_network(self, builder):
         flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -145,20 +167,55 @@ class TensorRTRTX(Backend):
         members = self.module.ComputeCapability.__members__
         return {f"{m[2:-1]}.{m[-1]}": value for m, value in members.items() if re.fullmatch(r"SM\d{2,3}", m)}
 
+    def default_targets(self) -> list[str]:
+        """What tensorrt-rtx builds for when told nothing (its documentation, "CPU-Only AOT"): every RTX GPU
+        from Ampere (8.0) on; Turing (7.5) only when asked for. Set explicitly, so the manifest is exact."""
+        return [target for target in self.targets() if _capability(target) >= (8, 0)]
+
     def target(self, target_sm):
-        target = self.default_target if target_sm is None else str(target_sm)
-        if target not in self.targets():
-            raise UserError(f"tensorrt-rtx {self.version} cannot build for compute capability {target}: "
-                            f"choose one of {', '.join(self.targets())}")
-        return target
+        known = self.targets()
+        if target_sm is None:
+            local = cuda_devices()[:1]
+            return local if local and local[0] in known else self.default_targets()
+        wanted = list(dict.fromkeys(part.strip() for part in str(target_sm).split(",") if part.strip()))
+        unknown = [target for target in wanted if target not in known]
+        if unknown or not wanted:
+            raise UserError(f"tensorrt-rtx {self.version} cannot build for compute capability "
+                            f"{', '.join(unknown) or repr(target_sm)}: choose one or several (comma-separated) "
+                            f"of {', '.join(known)}")
+        return wanted
 
     def supports_timing_cache(self) -> bool:
         return False  # the API is there, but its operations are no-ops since tensorrt-rtx 1.2
 
-    def configure_target(self, config, target):
-        config.num_compute_capabilities = 1
-        if not config.set_compute_capability(self.targets()[target], 0):
-            raise BuildError(f"tensorrt-rtx refused compute capability {target}")
+    def configure_target(self, config, targets):
+        config.num_compute_capabilities = len(targets)
+        for index, target in enumerate(targets):
+            if not config.set_compute_capability(self.targets()[target], index):
+                raise BuildError(f"tensorrt-rtx refused compute capability {target}")
+
+    def create_execution_context(self, engine, runtime_cache=None, fixed_shapes=False, cuda_graphs=False):
+        trt = self.module
+        config = engine.create_runtime_config()
+        config.set_execution_context_allocation_strategy(trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE)
+        if runtime_cache is not None and not config.set_runtime_cache(runtime_cache):
+            raise EngineError("tensorrt-rtx refused the runtime cache")
+        # A context that always runs one shape compiles that shape's kernels at once (and caches them);
+        # with varying shapes, the default compiles them in the background and runs generic ones meanwhile.
+        kernels = trt.DynamicShapesKernelSpecializationStrategy
+        config.dynamic_shapes_kernel_specialization_strategy = kernels.EAGER if fixed_shapes else kernels.LAZY
+        # Manual stream capture needs an engine built for user-allocated memory (REQUIRE_USER_ALLOCATION):
+        # the runtime's own capture needs nothing of the kind and captures after the kernels are ready.
+        graphs = trt.CudaGraphStrategy
+        config.cuda_graph_strategy = graphs.WHOLE_GRAPH_CAPTURE if cuda_graphs else graphs.DISABLED
+        return engine.create_execution_context(config), (config,)
+
+    def create_runtime_cache(self, engine):
+        return engine.create_runtime_config().create_runtime_cache()
+
+
+def _capability(target: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in target.split("."))
 
 
 BACKENDS = {backend.name: backend for backend in (TensorRT, TensorRTRTX)}
@@ -179,7 +236,7 @@ def get_backend(name: str = "auto") -> Backend:
     return backend()
 
 
-_LOGGERS: dict[str, object] = {}
+_LOGGERS: dict = {}  # module -> its logger
 
 
 # Warnings that mean the engine would not work: tensorrt-rtx logs a profile it cannot honour at its
@@ -195,7 +252,7 @@ def make_logger(backend: Backend, echo_warnings: bool = True):
     One per module and process, because TensorRT keeps the first logger it is given and ignores (with a
     warning) any other; callers clear ``errors`` before a step whose errors they report.
     """
-    logger = _LOGGERS.get(backend.module_name)
+    logger = _LOGGERS.get(backend.module)
     if logger is None:
         base = backend.module.ILogger
         severity = base.Severity
@@ -215,7 +272,7 @@ def make_logger(backend: Backend, echo_warnings: bool = True):
                     elif self.echo_warnings:
                         print(f"[{backend.name}] {message}", file=sys.stderr)
 
-        logger = _LOGGERS[backend.module_name] = CapturingLogger()
+        logger = _LOGGERS[backend.module] = CapturingLogger()
     logger.echo_warnings = echo_warnings
     logger.errors.clear()
     return logger

@@ -5,7 +5,7 @@ returning one), ``__call__`` does the work, so the chain reads as one expression
 alone in a test::
 
     network = NetworkFromOnnxPath("sift.onnx", get_backend("tensorrt-rtx"))
-    config = ConfigFromProfiles(profiles, target="8.9")
+    config = ConfigFromProfiles(profiles, target=["8.6", "8.9", "12.0"])
     SaveEngine(EngineBytesFromNetwork(network, config), "sift.engine", manifest=...)()
 
 ``build_engine`` chains them, times them and writes ``X.engine`` with its manifest ``X.engine.json``.
@@ -47,7 +47,9 @@ class BuildOptions:
 
     precision: str = "fp32"  # fp32 | fp16
     builder: str = "auto"  # auto | tensorrt | tensorrt-rtx (auto: full TensorRT where installed)
-    target_sm: str | None = None  # tensorrt-rtx: compute capability, default 8.9; full TensorRT: the local GPU
+    # tensorrt-rtx: compute capabilities, "8.9" or "8.6,8.9,12.0"; None: the local GPU if it has one that
+    # tensorrt-rtx supports, else every RTX GPU from Ampere on. Full TensorRT: always the local GPU (None).
+    target_sm: str | None = None
     workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None  # read before the build if it exists, written after it
     opt_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default (3)
@@ -130,11 +132,11 @@ class ConfigFromProfiles:
     Called with the parsed network (Polygraphy's ``CreateConfig`` is called with builder and network).
     """
 
-    def __init__(self, profiles: list[KeypointProfile], precision: str = DEFAULTS.precision, target: str | None = None,
-                 workspace_mib: int | None = DEFAULTS.workspace_mib, opt_level: int | None = DEFAULTS.opt_level,
-                 timing_cache: bytes | None = None, progress: bool = DEFAULTS.progress,
-                 fp16_scopes: tuple[str, ...] | None = None):
-        self.profiles, self.precision, self.target = profiles, precision, target
+    def __init__(self, profiles: list[KeypointProfile], precision: str = DEFAULTS.precision,
+                 target: list[str] | None = None, workspace_mib: int | None = DEFAULTS.workspace_mib,
+                 opt_level: int | None = DEFAULTS.opt_level, timing_cache: bytes | None = None,
+                 progress: bool = DEFAULTS.progress, fp16_scopes: tuple[str, ...] | None = None):
+        self.profiles, self.precision, self.target = profiles, precision, target  # compute capabilities
         self.workspace_mib, self.opt_level, self.timing_cache, self.progress = workspace_mib, opt_level, timing_cache, progress
         self.fp16_scopes = fp16_scopes  # an extractor graph's FP16 region (full TensorRT pins the rest to FP32)
 
@@ -343,7 +345,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     output = check_path(output, "the engine path") if output is not None else onnx.with_suffix(".engine")
     profiles = check_path(profiles, "the profile file path") if profiles is not None else None
     backend = get_backend(options.builder)
-    target = backend.target(options.target_sm)
+    targets = backend.target(options.target_sm)
     if options.timing_cache is not None and not backend.supports_timing_cache():
         raise UserError(f"{backend.name} {backend.version} has no timing cache: drop --timing-cache")
     timer = _Timer()
@@ -382,7 +384,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
         with timer.step("parse"):
             parsed = NetworkFromOnnxPath(source, backend)()
         with timer.step("configure"):
-            config = ConfigFromProfiles(resolved, options.precision, target, options.workspace_mib, options.opt_level,
+            config = ConfigFromProfiles(resolved, options.precision, targets, options.workspace_mib, options.opt_level,
                                         cache_in, options.progress, graph.fp16_scopes)(parsed)
         with timer.step("build"):
             data = EngineBytesFromNetwork(parsed, config)()
@@ -397,7 +399,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
                  **({"converted_from": {"path": str(onnx.resolve()), "sha256": sha256_file(onnx)}}
                     if converted is not None else {})},
         "builder": {"name": backend.name, "version": backend.version},
-        "target": {"compute_capability": target},
+        "target": {"compute_capability": targets},
         "precision": options.precision,
         "extractor": graph.extractor,
         "descriptor_dim": graph.layout[0] if graph.layout else (

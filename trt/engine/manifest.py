@@ -8,7 +8,7 @@ the builder writes it, atomically, only after the engine file itself is in place
       "engine": {"file": "sift.engine", "sha256": "...", "bytes": 123},
       "onnx": {"path": "as given", "absolute": "/abs/sift.onnx", "sha256": "...", "metadata": {...}},
       "builder": {"name": "tensorrt" | "tensorrt-rtx", "version": "1.7.1.116"},
-      "target": {"compute_capability": "8.9"},        # null for full TensorRT: the local GPU
+      "target": {"compute_capability": ["8.6", "8.9"]},  # every GPU family it runs on; null when unknown
       "precision": "fp32" | "fp16",
       "extractor": "sift", "descriptor_dim": 128, "scale_ori": true,   # null for a non-matcher graph
       "profiles": [                                     # in engine profile order (index = TRT index)
@@ -109,7 +109,7 @@ class Manifest:
     engine: dict  # {"file": name beside the manifest, "sha256", "bytes"}
     onnx: dict  # {"path", "absolute", "sha256", "metadata"}
     builder: dict  # {"name": "tensorrt" | "tensorrt-rtx", "version"}
-    target: dict  # {"compute_capability": "8.9" | None}
+    target: dict  # {"compute_capability": ["8.6", "8.9"] | None}
     precision: str  # "fp32" | "fp16"
     extractor: str | None
     descriptor_dim: int | None

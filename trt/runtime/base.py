@@ -56,6 +56,15 @@ class Profile:
         return self.batch[2], self.keypoints0[2], self.keypoints1[2]
 
     @property
+    def opt_shape(self) -> tuple[int, int, int]:
+        """(B, N0, N1) the profile is tuned for."""
+        return self.batch[1], self.keypoints0[1], self.keypoints1[1]
+
+    def at_opt(self) -> "Profile":
+        """The profile narrowed to its opt shape: what requests are padded to where each profile runs one shape."""
+        return Profile(self.name, *((opt, opt, opt) for _, opt, _ in self.ranges))
+
+    @property
     def size(self) -> int:
         """How big a request the profile can take; "smallest profile" means smallest ``size``."""
         batch, n0, n1 = self.max_shape
@@ -153,6 +162,16 @@ class Runner:
     @property
     def last_timings(self) -> dict[str, float]:
         return getattr(self._local, "timings", {})
+
+    @property
+    def request_profiles(self) -> Optional[list[Profile]]:
+        """The profiles callers plan and pad requests with: ``profiles``, or narrower ones where a backend
+        runs each profile at one shape only (TensorRT with CUDA graphs: every profile at its opt)."""
+        return self.profiles
+
+    def summary(self) -> dict:
+        """What the backend reports of itself (JSON-ready), for results and command-line summaries."""
+        return {}
 
     # -- hooks for the backends ------------------------------------------------------------------------
     def activate_impl(self) -> None:

@@ -144,9 +144,10 @@ class Matcher:
             self.extractor_name = self._resolve_extractor(extractor if isinstance(extractor, str) else None, recorded)
             specs = self.runner.input_specs
             self.layout = infer_layout([s.name for s in specs], {s.name: s.shape for s in specs})  # (D, scale_ori)
-            self.capacity = capacity(self.runner.profiles)
+            self.capacity = capacity(self.runner.request_profiles)
             self._front_end = extractor if callable(extractor) else None
-            self.summary = {**(summary or {}), "backend": runner.backend, "extractor": self.extractor_name}
+            self.summary = {**(summary or {}), **self.runner.summary(), "backend": runner.backend,
+                            "extractor": self.extractor_name}
         except BaseException:
             self.runner.deactivate()
             raise
@@ -270,9 +271,10 @@ class Matcher:
             else:
                 busy.append(i)
         sizes = [(len(features[i][0]), len(features[i][1])) for i in busy]
-        for members, profile_index in plan_batches(sizes, self.runner.profiles):
+        profiles = self.runner.request_profiles
+        for members, profile_index in plan_batches(sizes, profiles):
             indices = [busy[m] for m in members]
-            batch = self._run_batch([features[i] for i in indices], self.runner.profiles[profile_index])
+            batch = self._run_batch([features[i] for i in indices], profiles[profile_index])
             for i, result in zip(indices, batch):
                 results[i] = result
         for pair, result, extract in zip(pairs, results, extract_times):

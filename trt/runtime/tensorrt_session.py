@@ -7,28 +7,35 @@ that says to rebuild rather than in a crash inside TensorRT:
 2. the source ONNX, when it is present, against the manifest's sha256;
 3. the TensorRT runtime (``tensorrt`` or ``tensorrt_rtx``, after the manifest's builder) and its
    version, which must equal the builder's;
-4. a CUDA GPU, found through the driver (``libcuda``) before TensorRT is touched (TensorRT may crash
-   without one), whose compute capability must equal the manifest's target.
+4. a CUDA GPU, found before TensorRT is touched (TensorRT may crash without one), whose compute
+   capability must be one of the manifest's targets.
 
-An engine without a manifest (built by ``trtexec``) is still served, with a warning that versions could
-not be checked: its inputs, dtypes and profiles are read from the engine itself and must follow the
-matcher contract.
+An engine without a manifest (built by ``trtexec``) is tried with every installed runtime, with a
+warning that versions could not be checked: its inputs, dtypes and profiles are read from the engine
+itself and must follow the matcher contract.
 
 Execution model, chosen for use from worker threads: one *slot* per optimization profile, made once
-at activation, holding an execution context bound to that profile, its own CUDA stream, CUDA events,
-and page-locked host and device buffers sized for the profile's largest shape. A lock per slot makes
-calls that land on the same profile take turns; calls on different profiles run concurrently. Every
-call pushes the session's CUDA context (the device's primary context, the one TensorRT's runtime API
-uses) and pops it when done, so any thread may call. Tensor addresses are fixed per slot, which is
-what lets ``cuda_graphs=True`` capture one CUDA graph per (profile, input shapes) after a first
-ordinary run and replay it afterwards.
+at activation, holding an execution context bound to that profile (holding activation memory for that
+profile alone: ``ON_PROFILE_CHANGE``), its own CUDA stream, CUDA events, and page-locked host and device
+buffers sized for the profile's largest shape. A lock per slot makes calls that land on the same
+profile take turns; calls on different profiles run concurrently. Every call pushes the session's CUDA
+context (the device's primary context, the one TensorRT's runtime API uses) and pops it when done, so
+any thread may call. ``deactivate`` waits for the calls in flight, then frees everything and releases
+the primary context, also from a thread other than the one that activated the session.
 
-Only ``activate`` imports TensorRT and pycuda; the pure parts (checks, profile reading, buffer sizes)
-are functions tested without a GPU.
+With ``cuda_graphs=True`` each profile runs at one fixed shape, its opt (requests are padded to it:
+``Runner.request_profiles``), so each slot's context holds exactly one CUDA graph: tensorrt-rtx
+captures and replays it itself (``CudaGraphStrategy``, after compiling that shape's kernels); with full
+TensorRT the session captures it as trtexec does (an ordinary warm-up run, a stream synchronize, then
+capture of one enqueue) and falls back to ordinary runs, with a warning, where capture fails.
+tensorrt-rtx keeps the kernels it compiles just in time in ``X.engine.rtxcache`` (read at activation,
+written atomically at deactivation), so a second process starts without compiling.
+
+Only ``activate`` imports TensorRT, pycuda and cuda-python (graph capture and the context stack, which
+pycuda does not reach); the pure parts (checks, profile reading, buffer sizes) are functions tested
+without a GPU.
 """
 
-import ctypes
-import ctypes.util
 import importlib.util
 import struct
 import threading
@@ -42,23 +49,23 @@ import numpy as np
 from trt.contract import OUTPUT_SPECS, TensorSpec, concrete_shape, infer_layout, input_specs
 from trt.engine.backends import BACKENDS, Backend, make_logger
 from trt.engine.manifest import Manifest, load_manifest, manifest_path
-from trt.errors import ContractError, EngineError
-from trt.fileio import sha256_file
+from trt.errors import ContractError, EngineError, UserError
+from trt.fileio import sha256_file, write_bytes_atomic
+from trt.gpu import cuda_devices
 from trt.runtime.base import Profile, Runner
 
 REBUILD = "rebuild it on this machine with build_engine.py"
-
-# CUDA driver API values used through ctypes.
-_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-_CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
 
 
 # -- checks before TensorRT is touched ------------------------------------------------------------------
 
 
-def read_engine(engine_path: Path, manifest: Optional[Manifest]) -> bytes:
-    """The engine's bytes, after checking its size and sha256 against the manifest (when there is one)."""
+def read_engine(engine_path: Path, manifest: Optional[Manifest], deserialized: bool = False) -> bytes:
+    """The engine's bytes, after checking its size and sha256 against the manifest (when there is one).
+
+    Without a manifest the header is checked (``check_engine_header``); ``deserialized``: the caller hands
+    the bytes to TensorRT, which is then the judge of a header this module does not know.
+    """
     engine_path = Path(engine_path)
     if not engine_path.exists():
         raise EngineError(f"no engine at {engine_path}: the file does not exist")
@@ -73,12 +80,18 @@ def read_engine(engine_path: Path, manifest: Optional[Manifest]) -> bytes:
     if manifest is not None:
         check_engine_bytes(engine_path, data, manifest)
     else:
-        check_engine_header(engine_path, data)
+        check_engine_header(engine_path, data, unknown_ok=deserialized)
     return data
 
 
-def check_engine_header(engine_path: Path, data: bytes) -> None:
-    """Without a manifest, the file must at least be a whole TensorRT engine: its header says so."""
+def check_engine_header(engine_path: Path, data: bytes, unknown_ok: bool = False) -> None:
+    """Without a manifest, the file must at least be a whole TensorRT engine: its header says so.
+
+    The header is not documented: the magic of each builder was read off its engines (see
+    ``Backend.plan_magic``). ``unknown_ok``: a header of none of them passes (TensorRT, about to
+    deserialize the file, decides), so that an engine of a TensorRT version with another header is not
+    refused on a guess; an ONNX file and a known header with the wrong size never pass.
+    """
     backend = next((b for b in BACKENDS.values() if data.startswith(b.plan_magic)), None)
     if backend is None:
         if data[:1] == b"\x08" or Path(engine_path).suffix.lower() == ".onnx":  # ModelProto starts with ir_version
@@ -86,6 +99,8 @@ def check_engine_header(engine_path: Path, data: bytes) -> None:
                 f"{engine_path} is an ONNX model, not a TensorRT engine: build one with "
                 f"`python build_engine.py --onnx {engine_path}`, then pass the .engine it writes"
             )
+        if unknown_ok:
+            return
         raise EngineError(f"{engine_path} is not a TensorRT engine (its first bytes are no engine header); {REBUILD}")
     offset = backend.plan_size_offset
     if offset is None:
@@ -157,21 +172,11 @@ def runtime_backend(manifest: Optional[Manifest]) -> Optional[type[Backend]]:
     return BACKENDS[builder]
 
 
-def find_runtime(manifest: Optional[Manifest]) -> Optional[type[Backend]]:
-    """An installed TensorRT package that can run the engine, or None (nothing is imported)."""
+def runtime_candidates(manifest: Optional[Manifest]) -> list[type[Backend]]:
+    """The installed runtimes to try, in order (nothing is imported): the builder's own; every installed one
+    without a manifest."""
     wanted = runtime_backend(manifest)
-    candidates = [wanted] if wanted else list(BACKENDS.values())
-    return next((backend for backend in candidates if backend.available()), None)
-
-
-def import_runtime(manifest: Optional[Manifest]) -> Backend:
-    """The TensorRT package for the engine, through ``trt.engine.backends`` (the one place that imports it)."""
-    backend = find_runtime(manifest)
-    if backend is None:
-        wanted = runtime_backend(manifest)
-        what = wanted.module_name if wanted else " or ".join(b.module_name for b in BACKENDS.values())
-        raise EngineError(f"the TensorRT runtime ({what}) is not installed: use --backend onnxruntime")
-    return backend()
+    return [backend for backend in ([wanted] if wanted else BACKENDS.values()) if backend.available()]
 
 
 def check_runtime_version(manifest: Optional[Manifest], module_name: str, version: str) -> None:
@@ -205,48 +210,33 @@ def check_compute_capability(manifest: Optional[Manifest], device_capability: st
         )
 
 
-# -- the CUDA driver, through ctypes (no pycuda needed to ask whether there is a GPU) --------------------
+# -- can TensorRT run here? ---------------------------------------------------------------------------
 
 
-def _load_libcuda():
-    for name in ("libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda"), "nvcuda.dll"):
-        if not name:
-            continue
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    return None
-
-
-def cuda_devices() -> list[str]:
-    """Compute capability ("9.0") of each CUDA GPU the driver sees; empty without a driver or a GPU."""
-    lib = _load_libcuda()
-    if lib is None or lib.cuInit(0) != 0:
-        return []
-    count = ctypes.c_int()
-    if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return []
-    capabilities = []
-    for ordinal in range(count.value):
-        device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        if lib.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
-            continue
-        lib.cuDeviceGetAttribute(ctypes.byref(major), _CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
-        lib.cuDeviceGetAttribute(ctypes.byref(minor), _CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
-        capabilities.append(f"{major.value}.{minor.value}")
-    return capabilities
+def _installed(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 def tensorrt_unavailable(manifest: Optional[Manifest]) -> Optional[str]:
-    """Why the TensorRT backend cannot run here (a short phrase), or None when it can."""
-    if not cuda_devices():
+    """Why the TensorRT backend cannot run the engine here (a short phrase), or None when it can.
+
+    Nothing heavy is imported: the GPU is asked through pycuda or the driver (``trt.gpu``).
+    """
+    devices = cuda_devices()
+    if not devices:
         return "no CUDA GPU was found"
-    if find_runtime(manifest) is None:
+    if not runtime_candidates(manifest):
         wanted = runtime_backend(manifest)
-        return f"the TensorRT runtime ({wanted.module_name if wanted else 'tensorrt'}) is not installed"
-    if importlib.util.find_spec("pycuda") is None:
-        return "pycuda is not installed"
+        return f"the TensorRT runtime ({wanted.module_name if wanted else 'tensorrt or tensorrt_rtx'}) is not installed"
+    for module_name, package in (("pycuda", "pycuda"), ("cuda.bindings", "cuda-python")):
+        if not _installed(module_name):
+            return f"{package} is not installed"
+    targets = target_capabilities(manifest)
+    if targets and devices[0] not in targets:
+        return f"this GPU (compute capability {devices[0]}) is not one the engine was built for ({', '.join(targets)})"
     return None
 
 
@@ -321,56 +311,30 @@ def buffer_shapes(specs: list[TensorSpec], profile: Profile) -> dict[str, tuple[
 # -- the session ---------------------------------------------------------------------------------------
 
 
-class _CudaGraphs:
-    """CUDA graph capture through the driver API (pycuda has no stream capture)."""
-
-    def __init__(self):
-        self.lib = _load_libcuda()
-
-    def _check(self, result: int, what: str) -> None:
-        if result != 0:
-            raise EngineError(f"CUDA graph {what} failed (CUresult {result}); run without CUDA graphs")
-
-    def capture(self, stream_handle: int, enqueue: Callable[[], None]) -> tuple[int, int]:
-        """Capture what ``enqueue`` puts on the stream; return (graph, executable graph) handles."""
-        lib, graph, executable = self.lib, ctypes.c_void_p(), ctypes.c_void_p()
-        stream = ctypes.c_void_p(stream_handle)
-        self._check(lib.cuStreamBeginCapture_v2(stream, _CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "capture")
-        try:
-            enqueue()
-        finally:
-            self._check(lib.cuStreamEndCapture(stream, ctypes.byref(graph)), "capture")
-        self._check(lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)), "instantiation")
-        return graph.value, executable.value
-
-    def launch(self, executable: int, stream_handle: int) -> None:
-        self._check(self.lib.cuGraphLaunch(ctypes.c_void_p(executable), ctypes.c_void_p(stream_handle)), "launch")
-
-    def destroy(self, graph: int, executable: int) -> None:
-        self.lib.cuGraphExecDestroy(ctypes.c_void_p(executable))
-        self.lib.cuGraphDestroy(ctypes.c_void_p(graph))
-
-
 @dataclass
 class _Slot:
     """Everything one optimization profile runs with (see the module docstring)."""
 
+    profile: Profile
     context: object  # IExecutionContext bound to the profile
+    keep_alive: tuple  # what the context holds by reference (its runtime config)
     stream: object  # pycuda Stream
     events: list  # pycuda Events: start, inputs copied, computed, outputs copied
     host: dict  # name -> page-locked flat numpy array (max size)
     device: dict  # name -> pycuda DeviceAllocation (max size)
+    shape: Optional[tuple[int, int, int]] = None  # the (B, N0, N1) every request runs at (CUDA graphs)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    graphs: dict = field(default_factory=dict)  # input shapes -> (graph, executable)
+    graph: object = None  # executable CUDA graph of one enqueue, captured by the session (full TensorRT)
+    capture_tried: bool = False  # a slot whose capture failed runs without a graph from then on
 
 
 class TensorRTSession(Runner):
     """A matcher engine on TensorRT: ``with TensorRTSession("sift.engine") as s: s.infer(feeds)``.
 
     ``onnx``: the source ONNX, checked against the manifest when present (default: the manifest's).
-    ``device``: CUDA device ordinal. ``cuda_graphs``: capture and replay one CUDA graph per
-    (profile, input shapes). The engine file and manifest are checked at construction; TensorRT,
-    pycuda and the GPU are touched only by ``activate``.
+    ``device``: CUDA device ordinal. ``cuda_graphs``: each profile runs at its opt shape and replays one
+    CUDA graph (see the module docstring). The engine file and manifest are checked at construction;
+    TensorRT, pycuda and the GPU are touched only by ``activate``.
     """
 
     backend = "tensorrt"
@@ -378,7 +342,7 @@ class TensorRTSession(Runner):
     def __init__(self, engine_path: Path, onnx: Optional[Path] = None, device: int = 0, cuda_graphs: bool = False):
         self.engine_path = Path(engine_path)
         self.manifest = load_manifest(self.engine_path)
-        self._data = read_engine(self.engine_path, self.manifest)
+        self._data = read_engine(self.engine_path, self.manifest, deserialized=True)
         self.onnx_path = source_onnx_path(self.engine_path, self.manifest, onnx)
         check_source_onnx(self.onnx_path, self.manifest, required=False)
         profiles = specs = None
@@ -397,16 +361,38 @@ class TensorRTSession(Runner):
         self.device = device
         self.cuda_graphs = cuda_graphs
         self.runtime_version = None
-        self._cuda = self._cuda_context = self._graphs = None
-        self._runtime = self._engine = None
+        self.device_memory: dict[str, dict[str, int]] = {}  # profile -> bytes of "activation" and "io" memory
+        self._backend: Optional[Backend] = None
+        self._cuda = self._driver = self._cuda_context = None
+        self._runtime = self._engine = self._logger = self._runtime_cache = None
         self._dtypes: dict[str, np.dtype] = {}
         self._slots: list[_Slot] = []
+        self._closed = False
+        self._release_lock = threading.Lock()
+
+    @property
+    def request_profiles(self) -> Optional[list[Profile]]:
+        """With CUDA graphs every request of a profile runs at its opt shape."""
+        if self.cuda_graphs and self.profiles:
+            return [profile.at_opt() for profile in self.profiles]
+        return self.profiles
+
+    @property
+    def runtime_cache_path(self) -> Optional[Path]:
+        """``X.engine.rtxcache`` for tensorrt-rtx (kernels compiled just in time); None for full TensorRT."""
+        suffix = self._backend.runtime_cache_suffix if self._backend is not None else None
+        return self.engine_path.with_name(self.engine_path.name + suffix) if suffix else None
 
     # -- activation ----------------------------------------------------------------------------------------
     def activate_impl(self) -> None:
-        backend = import_runtime(self.manifest)
-        self.runtime_version = f"{backend.name} {backend.version}"
-        check_runtime_version(self.manifest, backend.name, backend.version)
+        candidates = runtime_candidates(self.manifest)
+        if not candidates:
+            wanted = runtime_backend(self.manifest)
+            what = wanted.module_name if wanted else " or ".join(b.module_name for b in BACKENDS.values())
+            raise EngineError(f"the TensorRT runtime ({what}) is not installed: use --backend onnxruntime")
+        backends = [backend() for backend in candidates]
+        for backend in backends:  # with a manifest, the one runtime that built the engine
+            check_runtime_version(self.manifest, backend.name, backend.version)
         capabilities = cuda_devices()
         if not capabilities:
             raise EngineError("no CUDA GPU was found: TensorRT engines need one; use --backend onnxruntime")
@@ -415,17 +401,19 @@ class TensorRTSession(Runner):
         check_compute_capability(self.manifest, capabilities[self.device])
         try:
             import pycuda.driver as cuda
+            from cuda.bindings import driver
         except ImportError as error:
-            raise EngineError(f"pycuda is needed to run TensorRT engines: {error}; use --backend onnxruntime") from error
+            raise EngineError(f"pycuda and cuda-python are needed to run TensorRT engines ({error}): "
+                              "pip install '.[gpu]', or use --backend onnxruntime") from error
 
         cuda.init()
-        self._cuda = cuda
+        self._cuda, self._driver = cuda, driver
         self._cuda_context = cuda.Device(self.device).retain_primary_context()
+        self._closed = False
         try:
-            self._with_context(self._load, backend)
+            self._with_context(self._load, backends)
         except BaseException:
-            self._with_context(self._free)
-            self._detach()
+            self._release()
             raise
 
     def _with_context(self, work: Callable, *args):
@@ -436,15 +424,10 @@ class TensorRTSession(Runner):
         finally:
             self._cuda.Context.pop()
 
-    def _load(self, backend: Backend) -> None:
-        trt = backend.module
-        self._logger = make_logger(backend)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self._data)
-        if self._engine is None:
-            detail = "; ".join(self._logger.errors[-3:]) or "no detail from TensorRT"
-            raise EngineError(f"TensorRT cannot load engine {self.engine_path} ({detail}): {REBUILD}")
-        io = read_engine_io(self._engine, trt)
+    def _load(self, backends: list[Backend]) -> None:
+        self._backend, self._engine = self._deserialize(backends)
+        self.runtime_version = f"{self._backend.name} {self._backend.version}"
+        io = read_engine_io(self._engine, self._backend.module)
         if self.manifest is None:
             self.profiles = io.profiles
             self.input_specs = input_specs(io.descriptor_dim, io.scale_ori)
@@ -453,14 +436,45 @@ class TensorRTSession(Runner):
         ):
             raise EngineError(f"the profiles of engine {self.engine_path} differ from its manifest's: {REBUILD}")
         self._dtypes = {name: dtype for name, (dtype, _) in {**io.inputs, **io.outputs}.items()}
-        if self.cuda_graphs:
-            self._graphs = _CudaGraphs()
+        self._runtime_cache = self._load_runtime_cache()
         for index, profile in enumerate(self.profiles):
             self._slots.append(self._make_slot(index, profile))
 
+    def _deserialize(self, backends: list[Backend]) -> tuple[Backend, object]:
+        """The engine, from the first of ``backends`` whose runtime loads it; an EngineError naming each failure."""
+        failures = []
+        for backend in backends:
+            logger = make_logger(backend)
+            runtime = backend.module.Runtime(logger)
+            engine = runtime.deserialize_cuda_engine(self._data)
+            if engine is not None:
+                self._logger, self._runtime = logger, runtime
+                return backend, engine
+            failures.append(f"{backend.name} {backend.version}: {'; '.join(logger.errors[-3:]) or 'no detail from TensorRT'}")
+        raise EngineError(f"TensorRT cannot load engine {self.engine_path} ({' | '.join(failures)}): {REBUILD}")
+
+    def _load_runtime_cache(self):
+        """The runtime's kernel cache, filled from ``runtime_cache_path`` when that file fits this GPU and version."""
+        cache = self._backend.create_runtime_cache(self._engine)
+        path = self.runtime_cache_path
+        if cache is None or path is None or not path.is_file():
+            return cache
+        try:
+            loaded = cache.deserialize(path.read_bytes())
+        except OSError as error:
+            loaded, why = False, error.strerror
+        else:
+            why = f"it was made for another GPU, driver or {self._backend.name} version"
+        if not loaded:
+            warnings.warn(f"runtime cache {path} is not used ({why}): kernels are compiled again and the file is "
+                          "rewritten at close", stacklevel=4)
+        return cache
+
     def _make_slot(self, index: int, profile: Profile) -> _Slot:
-        cuda = self._cuda
-        context = self._engine.create_execution_context()
+        cuda, engine = self._cuda, self._engine
+        shape = profile.opt_shape if self.cuda_graphs else None
+        context, keep_alive = self._backend.create_execution_context(
+            engine, self._runtime_cache, fixed_shapes=shape is not None, cuda_graphs=self.cuda_graphs)
         if context is None:
             raise EngineError(f"TensorRT could not create an execution context for profile {profile.name} (out of GPU memory?)")
         stream = cuda.Stream()
@@ -468,22 +482,37 @@ class TensorRTSession(Runner):
             raise EngineError(f"TensorRT refused optimization profile {index} ({profile.name}) of {self.engine_path}")
         stream.synchronize()
         host, device = {}, {}
-        for name, shape in buffer_shapes([*self.input_specs, *OUTPUT_SPECS], profile).items():
-            dtype = self._dtypes[name]
-            host[name] = cuda.pagelocked_empty(int(np.prod(shape)), dtype)
+        sized_for = profile.at_opt() if shape is not None else profile
+        for name, tensor_shape in buffer_shapes([*self.input_specs, *OUTPUT_SPECS], sized_for).items():
+            host[name] = cuda.pagelocked_empty(int(np.prod(tensor_shape)), self._dtypes[name])
             device[name] = cuda.mem_alloc(max(host[name].nbytes, 1))
             if not context.set_tensor_address(name, int(device[name])):
                 raise EngineError(f"TensorRT refused the buffer of {name} for profile {profile.name}")
-        return _Slot(context, stream, [cuda.Event() for _ in range(4)], host, device)
+        self.device_memory[profile.name] = {
+            "activation": int(engine.get_device_memory_size_for_profile_v2(index)),
+            "io": sum(array.nbytes for array in host.values()),
+        }
+        return _Slot(profile, context, keep_alive, stream, [cuda.Event() for _ in range(4)], host, device, shape)
 
     # -- inference -----------------------------------------------------------------------------------------
     def infer_impl(self, feeds, profile_index):
-        slot = self._slots[profile_index]
+        slots = self._slots
+        if not slots:
+            raise UserError(f"{self.name} is closed")
+        slot = slots[profile_index]
         with slot.lock:
+            if self._closed:  # deactivated while this request waited for the slot
+                raise UserError(f"{self.name} was closed before the request ran")
             return self._with_context(self._run, slot, feeds)
 
     def _run(self, slot: _Slot, feeds: dict[str, np.ndarray]):
         cuda, context, stream = self._cuda, slot.context, slot.stream
+        if slot.shape is not None:
+            expected = {spec.name: concrete_shape(spec, *slot.shape) for spec in self.input_specs}
+            if any(feeds[name].shape != shape for name, shape in expected.items()):
+                raise ContractError(
+                    f"with CUDA graphs, profile {slot.profile.name} runs at its opt shape only (B, N0, N1) = "
+                    f"{slot.shape}: pad requests to it (Matcher does)")
         start, copied_in, computed, copied_out = slot.events
         staged = {}
         for name, array in feeds.items():
@@ -491,18 +520,22 @@ class TensorRTSession(Runner):
                 raise ContractError(f"TensorRT refused shape {array.shape} for input {name}")
             staged[name] = slot.host[name][: array.size].reshape(array.shape)
             np.copyto(staged[name], array, casting="same_kind")
+        shapes = {spec.name: tuple(context.get_tensor_shape(spec.name)) for spec in OUTPUT_SPECS}
+        unknown = [f"{name} {shape}" for name, shape in shapes.items() if any(d < 0 for d in shape)]
+        if unknown:
+            raise EngineError(f"TensorRT gives no shape for the outputs {', '.join(unknown)} of {self.engine_path}: "
+                              "not every input shape is set")
 
         start.record(stream)
         for name, view in staged.items():
             cuda.memcpy_htod_async(slot.device[name], view, stream)
         copied_in.record(stream)
-        self._enqueue(slot, tuple((name, view.shape) for name, view in staged.items()))
+        self._enqueue(slot)
         computed.record(stream)
         results = {}
-        for spec in OUTPUT_SPECS:
-            shape = tuple(context.get_tensor_shape(spec.name))
-            results[spec.name] = slot.host[spec.name][: int(np.prod(shape))].reshape(shape)
-            cuda.memcpy_dtoh_async(results[spec.name], slot.device[spec.name], stream)
+        for name, shape in shapes.items():
+            results[name] = slot.host[name][: int(np.prod(shape))].reshape(shape)
+            cuda.memcpy_dtoh_async(results[name], slot.device[name], stream)
         copied_out.record(stream)
         copied_out.synchronize()
 
@@ -514,44 +547,125 @@ class TensorRTSession(Runner):
         }
         return outputs, timings
 
-    def _enqueue(self, slot: _Slot, key: tuple) -> None:
-        """Run the engine on the slot's stream; with CUDA graphs, replay the graph captured for ``key``."""
-        handle = slot.stream.handle
+    def _enqueue(self, slot: _Slot) -> None:
+        """Run the engine on the slot's stream: its captured graph where it has one, else one enqueue, after
+        which a fixed-shape slot of full TensorRT captures its graph (once)."""
+        if slot.graph is not None:
+            self._launch(slot)
+            return
+        self._execute(slot)
+        if slot.shape is not None and not slot.capture_tried and not self._backend.runtime_captures_graphs:
+            slot.capture_tried = True
+            # The run above did TensorRT's deferred set-up, which capture must not see; capture starts on an
+            # idle stream (trtexec: enqueue, synchronize, capture).
+            slot.stream.synchronize()
+            slot.graph = self._capture(slot)
 
-        def execute():
-            if not slot.context.execute_async_v3(handle):
-                raise EngineError(f"TensorRT failed to run {self.engine_path}: " + "; ".join(self._logger.errors[-3:]))
+    def _execute(self, slot: _Slot) -> None:
+        if not slot.context.execute_async_v3(slot.stream.handle):
+            raise EngineError(f"TensorRT failed to run {self.engine_path}: {self._tensorrt_errors()}")
 
-        if self._graphs is None:
-            execute()
-        elif key in slot.graphs:
-            self._graphs.launch(slot.graphs[key][1], handle)
-        else:
-            execute()  # the first run of a shape does TensorRT's deferred set-up, which capture must not see
-            slot.graphs[key] = self._graphs.capture(handle, execute)
+    def _tensorrt_errors(self) -> str:
+        return "; ".join(self._logger.errors[-3:]) or "no detail from TensorRT"
+
+    def _capture(self, slot: _Slot):
+        """An executable CUDA graph of one enqueue on the slot's stream, or None (with a warning) where the
+        driver or TensorRT refuses capture: the slot then runs without a graph, as trtexec does."""
+        driver = self._driver
+        success = driver.CUresult.CUDA_SUCCESS
+        stream = driver.CUstream(slot.stream.handle)
+        (error,) = driver.cuStreamBeginCapture(stream, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        if error != success:
+            return self._capture_failed(slot, error.name)
+        try:
+            enqueued = slot.context.execute_async_v3(slot.stream.handle)
+        except BaseException:
+            driver.cuStreamEndCapture(stream)  # leave the stream usable; the original error goes on
+            raise
+        error, graph = driver.cuStreamEndCapture(stream)
+        if not enqueued or error != success:
+            if error == success:
+                driver.cuGraphDestroy(graph)
+            return self._capture_failed(slot, error.name if enqueued else self._tensorrt_errors())
+        error, executable = driver.cuGraphInstantiate(graph, 0)
+        driver.cuGraphDestroy(graph)  # the executable graph is all a launch needs
+        return executable if error == success else self._capture_failed(slot, error.name)
+
+    def _capture_failed(self, slot: _Slot, detail: str) -> None:
+        warnings.warn(f"CUDA graph capture failed for profile {slot.profile.name} ({detail}): it runs without a graph",
+                      stacklevel=2)
+        return None
+
+    def _launch(self, slot: _Slot) -> None:
+        driver = self._driver
+        (error,) = driver.cuGraphLaunch(slot.graph, driver.CUstream(slot.stream.handle))
+        if error != driver.CUresult.CUDA_SUCCESS:
+            raise EngineError(f"CUDA graph launch failed for profile {slot.profile.name} of {self.engine_path} ({error.name})")
 
     # -- deactivation --------------------------------------------------------------------------------------
     def deactivate_impl(self) -> None:
-        self._with_context(self._free)
-        self._detach()
+        """Wait for the requests in flight (each holds its slot's lock), then free everything; any thread may call."""
+        with self._release_lock:
+            if self._cuda_context is None:
+                return
+            self._closed = True
+            slots = list(self._slots)
+            for slot in slots:
+                slot.lock.acquire()
+            try:
+                self._release()
+            finally:
+                for slot in slots:
+                    slot.lock.release()
+
+    def _release(self) -> None:
+        """Free everything, then release the retained primary context; from any thread.
+
+        pycuda's ``Context.detach`` releases a primary context only where it is current: from another
+        thread it does nothing, and where it pushes the context itself it leaves it pushed, because
+        ``cuDevicePrimaryCtxRelease`` never pops the context stack (CUDA driver API). So: push, free,
+        detach, then pop the released context off this thread's stack through the driver.
+        """
+        cuda, driver, context = self._cuda, self._driver, self._cuda_context
+        outer = cuda.Context.get_current()  # the caller's own context, if any, which detach pushes back
+        context.push()
+        try:
+            self._free()
+        finally:
+            context.detach()
+            self._cuda_context = None
+            if outer is not None:
+                driver.cuCtxPopCurrent()
+            driver.cuCtxPopCurrent()
+            if outer is not None:
+                driver.cuCtxPushCurrent(driver.CUcontext(outer.handle))
 
     def _free(self) -> None:
-        """Free graphs, buffers, contexts, engine and runtime, in that order (with the context current)."""
+        """Save the runtime cache, then free graphs, buffers, contexts, engine and runtime (the context is current)."""
         for slot in self._slots:
             slot.stream.synchronize()
-            for graph, executable in slot.graphs.values():
-                self._graphs.destroy(graph, executable)
+        self._save_runtime_cache()
+        for slot in self._slots:
+            if slot.graph is not None:
+                self._driver.cuGraphExecDestroy(slot.graph)
             for allocation in slot.device.values():
                 allocation.free()
-            slot.context = None
+            slot.host.clear()
+            slot.device.clear()
+            slot.graph = slot.context = slot.stream = None
+            slot.keep_alive, slot.events = (), []
         self._slots = []
-        self._engine = self._runtime = None
+        self._runtime_cache = self._engine = self._runtime = None
 
-    def _detach(self) -> None:
-        """Release the retained primary context (after it was popped: pycuda's detach expects that)."""
-        if self._cuda_context is not None:
-            self._cuda_context.detach()
-            self._cuda_context = None
+    def _save_runtime_cache(self) -> None:
+        path = self.runtime_cache_path
+        if self._runtime_cache is None or path is None:
+            return
+        try:
+            write_bytes_atomic(path, bytes(memoryview(self._runtime_cache.serialize())))
+        except UserError as error:  # a read-only engine folder: the next process compiles again
+            warnings.warn(f"the runtime cache is not saved: {error}", stacklevel=4)
 
     def summary(self) -> dict:
-        return {"runtime_version": self.runtime_version, "device": self.device, "cuda_graphs": self.cuda_graphs}
+        return {"runtime_version": self.runtime_version, "device": self.device, "cuda_graphs": self.cuda_graphs,
+                "device_memory": dict(self.device_memory)}

@@ -1,0 +1,3 @@
+"""Emulated ``cuda.bindings`` (cuda-python): only ``driver``."""
+
+__version__ = "13.5.0"

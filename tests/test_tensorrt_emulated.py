@@ -1,0 +1,620 @@
+"""The TensorRT session's real code on the emulated runtime (tests/emulator), the build targets and the
+Makefile's TARGET_SM, against the ONNX Runtime session: issue 9's defects, each with its test.
+
+Two engines are built once: the SIFT matcher (random weights) through ``make engine`` for three
+tensorrt-rtx targets, and through ``make engine`` with the emulator's full-TensorRT stand-in first on the
+path (which must get no target). In-process tests swap the emulated modules in for the real ones
+(``emulated``); command-line tests put ``tests/emulator`` first on ``PYTHONPATH``.
+"""
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import profile_toml
+from test_runtime import make_standin_onnx
+
+from trt.engine.backends import TensorRT, TensorRTRTX
+from trt.engine.manifest import load_manifest, manifest_path
+from trt.errors import ContractError, EngineError, UserError
+from trt.features.base import pack_pairs
+from trt.runtime import tensorrt_session as trs
+from trt.runtime.matcher import Matcher
+from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATOR = ROOT / "tests" / "emulator"
+EMULATED = ("tensorrt", "tensorrt_rtx", "pycuda", "cuda", "_trt_emulator")
+PROFILES = profile_toml(("n64", 1, 64, 64), ("n128", 65, 128, 128), batch=(1, 1, 2))
+GRAFFITI = "images/hpatches/v_graffiti"
+
+pytestmark = pytest.mark.skipif(not TensorRTRTX.available(), reason="tensorrt-rtx is not installed")
+
+
+def make(*args: str, pythonpath: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [pythonpath, str(ROOT)]))}
+    return subprocess.run(["make", "-C", str(ROOT), f"PYTHON={sys.executable}", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def emulator_env(**variables) -> dict:
+    return {**os.environ, "PYTHONPATH": f"{EMULATOR}{os.pathsep}{ROOT}", **variables}
+
+
+@pytest.fixture(scope="session")
+def rtx_engine(sift_onnx, tmp_path_factory) -> Path:
+    """`make engine TARGET_SM=8.6,8.9,12.0`: one tensorrt-rtx engine for three GPU families (two profiles)."""
+    folder = tmp_path_factory.mktemp("rtx")
+    (folder / "small.toml").write_text(PROFILES)
+    engine = folder / "sift.engine"
+    done = make("engine", "EXTRACTOR=sift", "WEIGHTS=random", f"ONNX={sift_onnx}", f"PROFILES={folder / 'small.toml'}",
+                f"OUT={engine}", "TARGET_SM=8.6,8.9,12.0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--target-sm 8.6,8.9,12.0" in done.stdout
+    return engine
+
+
+@pytest.fixture(scope="session")
+def full_onnx(tmp_path_factory) -> Path:
+    """A small stand-in matcher (mutual nearest neighbours of the descriptors): quick to build."""
+    return make_standin_onnx(tmp_path_factory.mktemp("standin") / "standin.onnx")
+
+
+@pytest.fixture(scope="session")
+def full_engine(full_onnx, tmp_path_factory) -> Path:
+    """`make engine` where full TensorRT is installed (the emulator's stand-in, first on the path)."""
+    folder = tmp_path_factory.mktemp("full")
+    (folder / "small.toml").write_text(PROFILES)
+    engine = folder / "standin.engine"
+    variables = [f"ONNX={full_onnx}", f"PROFILES={folder / 'small.toml'}", f"OUT={engine}"]
+    refused = make("engine", "EXTRACTOR=sift", "WEIGHTS=random", *variables, "TARGET_SM=8.9", pythonpath=str(EMULATOR))
+    assert refused.returncode != 0 and "full TensorRT builds for the GPU it runs on" in refused.stderr
+    done = make("engine", "EXTRACTOR=sift", "WEIGHTS=random", *variables, pythonpath=str(EMULATOR))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--target-sm" not in done.stdout
+    return engine
+
+
+@contextmanager
+def emulated_modules():
+    """The emulated tensorrt, tensorrt_rtx, pycuda and cuda-python in place of the real ones; yields the GPU."""
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] in EMULATED}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(EMULATOR))
+    try:
+        yield importlib.import_module("_trt_emulator.gpu").GPU
+    finally:
+        sys.path.remove(str(EMULATOR))
+        for name in [name for name in sys.modules if name.split(".")[0] in EMULATED]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@pytest.fixture
+def emulated(monkeypatch, rtx_engine):
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(rtx_engine.parent))
+    with emulated_modules() as gpu:
+        yield gpu
+
+
+def random_features(rng, n: int):
+    from trt.features.base import Features
+
+    desc = rng.normal(size=(n, 128)).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    return Features((rng.uniform(0, 1, (n, 2)) * [640, 480]).astype(np.float32), desc, (640.0, 480.0),
+                    rng.uniform(0, 1, n).astype(np.float32), rng.uniform(1, 20, n).astype(np.float32),
+                    rng.uniform(0, 6.28, n).astype(np.float32))
+
+
+def request(rng, batch: int, n0: int, n1: int) -> dict:
+    pairs = [(random_features(rng, n0), random_features(rng, n1)) for _ in range(batch)]
+    return pack_pairs(pairs, n0, n1, 0.0)
+
+
+def assert_same_outputs(got: dict, want: dict) -> None:
+    for name in ("matches0", "matches1"):
+        np.testing.assert_array_equal(got[name], want[name])
+    for name in ("mscores0", "mscores1"):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+
+
+# --- build targets (defects 1 and 2) ------------------------------------------------------------------
+
+
+def test_rtx_builds_for_the_local_gpu_else_its_documented_default(monkeypatch):
+    backend = TensorRTRTX()
+    monkeypatch.setattr("trt.engine.backends.cuda_devices", lambda: [])
+    assert backend.target(None) == ["8.0", "8.6", "8.9", "12.0", "12.1"]  # Ampere on; Turing only when asked for
+    monkeypatch.setattr("trt.engine.backends.cuda_devices", lambda: ["12.0"])
+    assert backend.target(None) == ["12.0"]
+    monkeypatch.setattr("trt.engine.backends.cuda_devices", lambda: ["9.0"])  # a GPU tensorrt-rtx does not target
+    assert backend.target(None) == backend.default_targets()
+    assert backend.target("7.5,8.6") == ["7.5", "8.6"]
+    with pytest.raises(UserError, match="cannot build for compute capability 9.0"):
+        backend.target("8.9,9.0")
+    full = TensorRT()
+    monkeypatch.setattr("trt.engine.backends.cuda_devices", lambda: ["9.0"])
+    assert full.target(None) == ["9.0"]  # the GPU full TensorRT builds on
+    monkeypatch.setattr("trt.engine.backends.cuda_devices", lambda: [])
+    assert full.target(None) is None
+    with pytest.raises(UserError, match="--target-sm is for --builder tensorrt-rtx"):
+        full.target("8.9")
+
+
+@pytest.mark.slow
+def test_make_engine_lists_every_target(rtx_engine):
+    manifest = load_manifest(rtx_engine)
+    assert manifest.builder["name"] == "tensorrt-rtx"
+    assert manifest.target == {"compute_capability": ["8.6", "8.9", "12.0"]}
+
+
+@pytest.mark.slow
+def test_make_engine_passes_no_target_to_full_tensorrt(full_engine):
+    manifest = load_manifest(full_engine)
+    assert manifest.builder == {"name": "tensorrt", "version": "10.14.1.48"}
+    assert manifest.target == {"compute_capability": ["8.9"]}  # the (emulated) local GPU, read at build time
+
+
+# --- the emulator itself ------------------------------------------------------------------------------
+
+
+def public(obj) -> set[str]:
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+# pycuda 2026.1 (src/wrapper/wrap_cudadrv.cpp, pycuda/driver.py): the names the emulator may have
+PYCUDA_DRIVER = {
+    "init", "Device", "Context", "Stream", "Event", "mem_alloc", "mem_get_info", "pagelocked_empty",
+    "memcpy_htod_async", "memcpy_dtoh_async", "DeviceAllocation", "Error", "LogicError", "LaunchError",
+    "MemoryError", "RuntimeError",
+}
+PYCUDA_CLASSES = {
+    "Device": {"count", "name", "compute_capability", "total_memory", "retain_primary_context", "make_context",
+               "get_attribute", "can_access_peer", "pci_bus_id"},
+    "Context": {"attach", "detach", "push", "pop", "get_device", "synchronize", "get_current", "set_limit", "get_limit",
+                "get_cache_config", "set_cache_config", "get_api_version", "enable_peer_access",
+                "disable_peer_access", "get_shared_config", "set_shared_config", "handle"},
+    "Stream": {"synchronize", "is_done", "wait_for_event", "handle"},
+    "Event": {"record", "synchronize", "query", "time_since", "time_till", "ipc_handle", "from_ipc_handle"},
+    "DeviceAllocation": {"free", "as_buffer", "get_device_alloc"},
+}
+
+
+def test_emulator_has_only_what_the_real_bindings_have():
+    import cuda.bindings.driver as real_driver
+    import tensorrt_rtx as real_rtx
+
+    with emulated_modules():
+        import cuda.bindings.driver as driver
+        import pycuda.driver as cuda
+        import tensorrt
+        import tensorrt_rtx
+
+        assert tensorrt_rtx.Runtime is not real_rtx.Runtime  # the emulation, not the real module
+        for module in (tensorrt_rtx, tensorrt):
+            assert public(module) <= public(real_rtx), public(module) - public(real_rtx)
+            for name in ("Runtime", "ICudaEngine", "IExecutionContext", "IRuntimeConfig", "IRuntimeCache", "IHostMemory"):
+                if hasattr(module, name):
+                    extra = public(getattr(module, name)) - public(getattr(real_rtx, name))
+                    assert not extra, f"{module.__name__}.{name} has {extra}, which tensorrt_rtx has not"
+        for name in ("IRuntimeConfig", "IRuntimeCache", "CudaGraphStrategy", "ComputeCapability"):
+            assert not hasattr(tensorrt, name)  # tensorrt-rtx only
+        assert not hasattr(tensorrt.ICudaEngine, "create_runtime_config")
+        assert not hasattr(tensorrt.IExecutionContext, "is_stream_capturable")
+        assert public(driver) <= public(real_driver), public(driver) - public(real_driver)
+        for name in ("CUresult", "CUstreamCaptureMode"):
+            assert {(m.name, int(m)) for m in getattr(driver, name)} <= {(m.name, int(m)) for m in getattr(real_driver, name)}
+        assert public(cuda) <= PYCUDA_DRIVER, public(cuda) - PYCUDA_DRIVER
+        for name, allowed in PYCUDA_CLASSES.items():
+            assert public(getattr(cuda, name)) <= allowed, (name, public(getattr(cuda, name)) - allowed)
+
+
+def test_emulated_gpu_refuses_what_cuda_and_tensorrt_refuse(emulated, rtx_engine):
+    import cuda.bindings.driver as driver
+    import pycuda.driver as cuda
+    import tensorrt_rtx as trt
+
+    from trt.engine.backends import make_logger
+
+    cuda.init()
+    with pytest.raises(cuda.LogicError, match="no currently active context"):
+        cuda.mem_alloc(16)
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        backend = TensorRTRTX()
+        backend.__dict__["module"] = trt
+        logger = make_logger(backend, echo_warnings=False)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(rtx_engine.read_bytes())
+        ctx = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE)
+        stream = cuda.Stream()
+        assert ctx.set_optimization_profile_async(1, stream.handle)
+        assert not ctx.set_input_shape("kpts0", (1, 64, 2))  # profile n128 starts at 65 keypoints
+        assert "outside profile 1" in logger.errors[-1]
+        assert ctx.set_input_shape("kpts0", (1, 100, 2))
+        assert tuple(ctx.get_tensor_shape("matches0")) == (-1, -1)  # until every input shape is set
+        assert not ctx.execute_async_v3(stream.handle)
+        rng = np.random.default_rng(0)
+        feeds = request(rng, 1, 100, 80)
+        buffers = {}
+        for name, array in feeds.items():
+            assert ctx.set_input_shape(name, array.shape)
+        for name in [*feeds, "matches0", "matches1", "mscores0", "mscores1"]:
+            shape = tuple(ctx.get_tensor_shape(name))
+            buffers[name] = cuda.mem_alloc(int(np.prod(shape)) * 4)
+            ctx.set_tensor_address(name, int(buffers[name]))
+        for name, array in feeds.items():
+            cuda.memcpy_htod_async(buffers[name], np.ascontiguousarray(array), stream)
+        assert ctx.execute_async_v3(stream.handle)
+        out = np.full((1, 100), 7, np.int32)
+        cuda.memcpy_dtoh_async(out, buffers["matches0"], stream)
+        assert (out == 7).all()  # nothing has run: work waits for the stream
+        handle = driver.CUstream(stream.handle)
+        mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        assert driver.cuStreamBeginCapture(handle, mode) == (driver.CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,)
+        stream.synchronize()
+        assert (out != 7).any()
+        assert driver.cuStreamBeginCapture(handle, mode) == (driver.CUresult.CUDA_SUCCESS,)
+        assert not ctx.is_stream_capturable(stream.handle)
+        assert not ctx.execute_async_v3(stream.handle)  # tensorrt-rtx: manual capture needs user-allocated memory
+        assert "user-allocated memory" in logger.errors[-1]
+        assert driver.cuStreamEndCapture(handle) == (driver.CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, None)
+        ctx = None
+    finally:
+        cuda.Context.pop()
+        context.detach()
+
+
+def test_a_captured_graph_replays_its_own_shapes_and_addresses(emulated, full_engine, monkeypatch):
+    """Full TensorRT: capture at one shape, then run another shape on the context: the graph still runs
+    what it captured (which is why a context must keep one shape per graph)."""
+    import cuda.bindings.driver as driver
+    import pycuda.driver as cuda
+    import tensorrt as trt
+
+    from trt.engine.backends import make_logger
+
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    cuda.init()
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        backend = TensorRT()
+        backend.__dict__["module"] = trt
+        engine = trt.Runtime(make_logger(backend, echo_warnings=False)).deserialize_cuda_engine(full_engine.read_bytes())
+        ctx = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE)
+        stream = cuda.Stream()
+        rng = np.random.default_rng(1)
+        first, second = request(rng, 1, 20, 30), request(rng, 1, 40, 10)
+        buffers = {name: cuda.mem_alloc(2 * 64 * 128 * 4) for name in [*first, "matches0", "matches1", "mscores0", "mscores1"]}
+        for name, buffer in buffers.items():
+            ctx.set_tensor_address(name, int(buffer))
+
+        def load(feeds):
+            for name, array in feeds.items():
+                ctx.set_input_shape(name, array.shape)
+                cuda.memcpy_htod_async(buffers[name], np.ascontiguousarray(array), stream)
+
+        def matches0(n0):
+            out = np.empty((1, n0), np.int32)
+            cuda.memcpy_dtoh_async(out, buffers["matches0"], stream)
+            stream.synchronize()
+            return out
+
+        load(first)
+        handle = driver.CUstream(stream.handle)
+        mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        stream.synchronize()
+        assert driver.cuStreamBeginCapture(handle, mode)[0] == driver.CUresult.CUDA_SUCCESS
+        assert not ctx.execute_async_v3(stream.handle)  # the first enqueue's deferred set-up cannot be captured
+        assert driver.cuStreamEndCapture(handle)[0] == driver.CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        assert ctx.execute_async_v3(stream.handle)  # warm-up
+        want_first = matches0(20)
+        assert driver.cuStreamBeginCapture(handle, mode)[0] == driver.CUresult.CUDA_SUCCESS
+        assert ctx.execute_async_v3(stream.handle)
+        error, graph = driver.cuStreamEndCapture(handle)
+        error, executable = driver.cuGraphInstantiate(graph, 0)
+        load(second)  # the context now has the second request's shapes (and its data in the buffers)
+        assert ctx.execute_async_v3(stream.handle)
+        want_second = matches0(40)
+        load(first)
+        ctx.set_input_shape("kpts0", (1, 40, 2))  # shapes of the context no longer those captured
+        assert driver.cuGraphLaunch(executable, handle) == (driver.CUresult.CUDA_SUCCESS,)
+        np.testing.assert_array_equal(matches0(20), want_first)
+        assert not np.array_equal(want_first[0, :10], want_second[0, :10])
+        driver.cuGraphExecDestroy(executable)
+        driver.cuGraphDestroy(graph)
+        for buffer in buffers.values():
+            buffer.free()
+        ctx = None
+    finally:
+        cuda.Context.pop()
+        context.detach()
+
+
+# --- the session on the emulator: results equal ONNX Runtime's (defects 3, 4, 5) ----------------------
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_session_from_threads_equals_onnxruntime(emulated, rtx_engine, sift_onnx, cuda_graphs):
+    rng = np.random.default_rng(2)
+    sizes = [(1, 30, 50), (2, 64, 64), (1, 100, 70), (2, 128, 90)] if not cuda_graphs else [(1, 64, 64), (1, 128, 128)]
+    requests = [request(rng, *size) for size in sizes]
+    with OnnxRuntimeSession(sift_onnx) as ort:
+        expected = [ort.infer(feeds) for feeds in requests]
+    session = trs.TensorRTSession(rtx_engine, cuda_graphs=cuda_graphs)
+    errors, results = [], {}
+
+    def work(index):
+        try:
+            for round_ in range(3):
+                results[index, round_] = session.infer(requests[index % len(requests)])
+        except Exception as error:  # surfaced below: a worker's exception must not vanish
+            errors.append(error)
+
+    with session:
+        assert_same_outputs(session.infer(requests[0]), expected[0])
+        assert set(session.last_timings) >= {"h2d", "compute", "d2h", "total"}
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    for (index, _), outputs in results.items():
+        assert_same_outputs(outputs, expected[index % len(requests)])
+
+
+def test_cuda_graphs_run_each_profile_at_its_opt_shape_with_one_graph(emulated, full_engine, full_onnx, monkeypatch):
+    """Full TensorRT: one context and one captured graph per profile, at the profile's opt; requests of
+    other sizes are padded to it (Matcher) and their matches equal ONNX Runtime's."""
+    import cuda.bindings.driver as driver
+
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    captures = []
+    begin = driver.cuStreamBeginCapture
+    monkeypatch.setattr(driver, "cuStreamBeginCapture", lambda *args: captures.append(args) or begin(*args))
+    rng = np.random.default_rng(3)
+    pairs = [(random_features(rng, n0), random_features(rng, n1)) for n0, n1 in ((10, 60), (64, 3), (90, 70), (128, 100))]
+    with Matcher(OnnxRuntimeSession(full_onnx), threshold=0.0) as reference:
+        want = [reference.match_features(*pair) for pair in pairs * 2]
+    session = trs.TensorRTSession(full_engine, cuda_graphs=True)
+    with Matcher(session, threshold=0.0) as matcher:
+        got = [matcher.match_features(*pair) for pair in pairs * 2]  # capture, then replay
+        assert [slot.shape for slot in session._slots] == [(1, 64, 64), (1, 128, 128)]
+        assert all(slot.graph is not None for slot in session._slots)
+        with pytest.raises(ContractError, match="runs at its opt shape only"):
+            session.infer(request(rng, 1, 30, 30))
+    assert len(captures) == 2  # one graph per profile, not per (N0, N1)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.matches, b.matches)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_failed_capture_falls_back_to_plain_runs_with_tensorrts_error(emulated, full_engine, full_onnx, monkeypatch):
+    import cuda.bindings.driver as driver
+
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    monkeypatch.setattr(driver, "cuStreamBeginCapture", lambda *args: (driver.CUresult.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,))
+    rng = np.random.default_rng(4)
+    feeds = request(rng, 1, 64, 64)
+    with OnnxRuntimeSession(full_onnx) as ort:
+        want = ort.infer(feeds)
+    with trs.TensorRTSession(full_engine, cuda_graphs=True) as session:
+        with pytest.warns(UserWarning, match="capture failed for profile n64 .*CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED.*without a graph"):
+            assert_same_outputs(session.infer(feeds), want)
+        assert_same_outputs(session.infer(feeds), want)  # no second try, no second warning
+        assert session._slots[0].graph is None
+
+
+def test_contexts_hold_activation_memory_of_their_own_profile(emulated, rtx_engine):
+    with trs.TensorRTSession(rtx_engine) as session:
+        sizes = [session._engine.get_device_memory_size_for_profile_v2(i) for i in range(2)]
+        assert sizes[0] < sizes[1]
+        assert sum(emulated.reserved.values()) == sum(sizes)  # STATIC would hold 2 x the largest
+        assert {name: m["activation"] for name, m in session.device_memory.items()} == dict(zip(["n64", "n128"], sizes))
+        assert session.summary()["device_memory"]["n128"]["io"] > session.summary()["device_memory"]["n64"]["io"]
+
+
+def test_runtime_cache_is_kept_beside_the_engine(emulated, rtx_engine, tmp_path, monkeypatch):
+    from _trt_emulator import runtime
+
+    for name in (rtx_engine.name, manifest_path(rtx_engine).name):
+        shutil.copy(rtx_engine.parent / name, tmp_path / name)
+    engine = tmp_path / rtx_engine.name
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(engine))
+    feeds = request(np.random.default_rng(5), 1, 64, 64)
+    cache = Path(f"{engine}.rtxcache")
+
+    def compilations(**options) -> int:
+        before = len(runtime.COMPILED)
+        with trs.TensorRTSession(engine, **options) as session:
+            session.infer(feeds)
+        return len(runtime.COMPILED) - before
+
+    assert compilations(cuda_graphs=True) == 2  # the engine's kernels, and those specialized for the opt shape
+    assert cache.is_file() and {p.name for p in tmp_path.iterdir()} == {engine.name, cache.name, f"{engine.name}.json"}
+    assert compilations(cuda_graphs=True) == 0  # a new process starts from the cache
+    assert len(runtime.RUNTIME_GRAPHS) == 2  # one per run: tensorrt-rtx captured the graph itself
+    monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "12.0")
+    with pytest.warns(UserWarning, match="runtime cache .* is not used .*another GPU"):
+        assert compilations() == 2
+    assert json.loads(cache.read_bytes())["compute_capability"] == "12.0"
+
+
+# --- closing (defect 6) and error paths (defect 7) ----------------------------------------------------
+
+
+def test_close_waits_for_requests_and_releases_from_another_thread(emulated, rtx_engine):
+    import pycuda.driver as cuda
+
+    session = trs.TensorRTSession(rtx_engine).activate()
+    feeds = request(np.random.default_rng(6), 1, 40, 40)
+    slot = session._slots[0]
+    slot.lock.acquire()  # a request in flight on profile n64
+    left_current = []
+
+    def close():
+        session.deactivate()
+        left_current.append((list(emulated.driver_stack()), cuda.Context.get_current()))
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    time.sleep(0.2)
+    assert closer.is_alive() and emulated.allocations  # close waits for it
+    slot.lock.release()
+    closer.join(timeout=10)
+    assert not closer.is_alive()
+    assert emulated.primary_retains == 0 and not emulated.allocations and not emulated.reserved
+    assert left_current == [([], None)]  # nothing left pushed on the closing thread
+    assert emulated.driver_stack() == [] and cuda.Context.get_current() is None
+    with pytest.raises(UserError, match="not active"):
+        session.infer(feeds)
+
+
+def test_a_request_that_waited_for_a_closed_session_fails_cleanly(emulated, rtx_engine):
+    session = trs.TensorRTSession(rtx_engine).activate()
+    feeds = request(np.random.default_rng(7), 1, 40, 40)
+    outcome = []
+    slot = session._slots[0]
+    slot.lock.acquire()
+    waiter = threading.Thread(target=lambda: outcome.append(pytest.raises(UserError, session.infer_impl, feeds, 0)))
+    waiter.start()
+    closer = threading.Thread(target=session.deactivate)
+    closer.start()
+    time.sleep(0.2)
+    slot.lock.release()
+    waiter.join(10)
+    closer.join(10)
+    assert "closed" in str(outcome[0].value)
+    assert emulated.primary_retains == 0 and not emulated.allocations
+
+
+def test_output_shapes_of_minus_one_are_an_engine_error(emulated, rtx_engine):
+    feeds = request(np.random.default_rng(8), 1, 40, 40)
+    del feeds["threshold"]
+    with trs.TensorRTSession(rtx_engine) as session:
+        with pytest.raises(EngineError, match=r"no shape for the outputs matches0 \(-1, -1\).*not every input shape is set"):
+            session.infer_impl(feeds, 0)
+
+
+def test_engine_without_manifest_is_tried_with_every_runtime(emulated, rtx_engine, sift_onnx, tmp_path, monkeypatch):
+    """Full TensorRT (the stand-in) is installed and tried first; the engine is tensorrt-rtx's."""
+    engine = tmp_path / "trtexec.engine"
+    shutil.copy(rtx_engine, engine)
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(manifest_path(rtx_engine)))
+    with pytest.warns(UserWarning, match="no manifest"):
+        session = trs.TensorRTSession(engine, onnx=sift_onnx)
+    with session:
+        assert session.runtime_version.startswith("tensorrt-rtx")
+        assert [p.ranges for p in session.profiles] == [p.ranges for p in trs.profiles_from_manifest(load_manifest(rtx_engine))]
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # damaged inside: no runtime loads it
+    engine.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="no manifest"):
+        with pytest.raises(EngineError, match=r"tensorrt 10.14.1.48: .* \| tensorrt-rtx 1.7.1.116: .*rebuild"):
+            trs.TensorRTSession(engine).activate()
+    assert emulated.primary_retains == 0
+
+
+def test_an_unknown_engine_header_is_left_to_tensorrt_when_it_deserializes(emulated, rtx_engine, sift_onnx, tmp_path,
+                                                                           monkeypatch):
+    """The header magic is read off the engines of the builders here, not documented: the TensorRT session lets
+    TensorRT judge a header it does not know; the ONNX Runtime stand-in, which never deserializes, refuses it."""
+    engine = tmp_path / "other-version.engine"
+    data = bytearray(rtx_engine.read_bytes())
+    data[:4] = b"qtrt"
+    engine.write_bytes(bytes(data))
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(manifest_path(rtx_engine)))
+    with pytest.warns(UserWarning, match="no manifest"):
+        session = trs.TensorRTSession(engine, onnx=sift_onnx)  # no header error before TensorRT is asked
+    with pytest.raises(EngineError, match="rebuild"):
+        session.activate()
+    with pytest.raises(EngineError, match="is not a TensorRT engine"):
+        Matcher.from_engine(engine, backend="onnxruntime", onnx=sift_onnx)
+
+
+def test_profiles_that_differ_from_the_manifest_are_refused(emulated, rtx_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(manifest_path(rtx_engine)))  # what the engine really holds
+    engine = tmp_path / rtx_engine.name
+    shutil.copy(rtx_engine, engine)
+    record = json.loads(manifest_path(rtx_engine).read_text())
+    record["profiles"][1]["keypoints0"] = [65, 100, 100]
+    manifest_path(engine).write_text(json.dumps(record))
+    with pytest.raises(EngineError, match="profiles of engine .* differ from its manifest"):
+        trs.TensorRTSession(engine).activate()
+    assert emulated.primary_retains == 0 and emulated.driver_stack() == []
+
+
+def test_auto_falls_back_on_a_gpu_the_engine_was_not_built_for(emulated, rtx_engine, monkeypatch, capsys):
+    monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "9.0")  # a datacenter GPU tensorrt-rtx does not target
+    assert "compute capability 9.0" in trs.tensorrt_unavailable(load_manifest(rtx_engine))
+    with Matcher.from_engine(rtx_engine, backend="auto") as matcher:
+        assert matcher.summary["backend"] != "tensorrt"
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "not one the engine was built for (8.6, 8.9, 12.0)" in notices[0]
+    with pytest.raises(EngineError, match="built for compute capability 8.6, 8.9, 12.0 but this GPU is 9.0"):
+        Matcher.from_engine(rtx_engine, backend="tensorrt")
+    monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "12.0")
+    assert trs.tensorrt_unavailable(load_manifest(rtx_engine)) is None
+
+
+# --- trt_infer.py end to end on the emulator (the acceptance runs) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_pairs(data_dir, tmp_path_factory) -> tuple[list[Path], Path]:
+    """Two small images (SIFT finds fewer than 64 keypoints: profile n64) and two larger (n128), and a
+    pairs file whose pairs fall into both profiles."""
+    folder = tmp_path_factory.mktemp("images")
+    images = []
+    for index, (name, crop) in enumerate([("2.ppm", (slice(0, 50), slice(0, 60))), ("2.ppm", (slice(2, 52), slice(3, 63))),
+                                          ("1.ppm", (slice(0, 320), slice(0, 400))), ("3.ppm", (slice(0, 320), slice(0, 400)))]):
+        image = cv2.imread(str(data_dir / GRAFFITI / name))[crop]
+        images.append(folder / f"image{index}.png")
+        cv2.imwrite(str(images[-1]), image)
+    pairs = folder / "pairs.txt"
+    pairs.write_text("image0.png image1.png\nimage2.png image3.png\nimage1.png image3.png\n")
+    return images, pairs
+
+
+def run_cli(*args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "trt_infer.py"), *map(str, args), "--threshold", "0",
+                           "--max-keypoints", "128"], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["single", "pairs"])
+def test_trt_infer_on_the_emulator_equals_onnxruntime(rtx_engine, image_pairs, tmp_path, mode):
+    images, pairs = image_pairs
+    runs = {"onnxruntime": ["--backend", "onnxruntime"], "tensorrt": ["--backend", "tensorrt"],
+            "graphs": ["--backend", "tensorrt", "--cuda-graphs"]}
+    records = {}
+    for name, flags in runs.items():
+        out = tmp_path / name
+        args = (images[2], images[3], "--output", out / "m.json") if mode == "single" else ("--pairs", pairs, "--output-dir", out)
+        done = run_cli("--engine", rtx_engine, *args, *flags, env=emulator_env())
+        assert done.returncode == 0, done.stderr
+        if name != "onnxruntime":
+            assert "tensorrt)" in done.stdout and "device memory: n64" in done.stdout
+        records[name] = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    sizes = {len(r["keypoints0"]) > 64 or len(r["keypoints1"]) > 64 for r in records["onnxruntime"].values()}
+    assert sizes == ({True} if mode == "single" else {False, True})  # the pairs file crosses profiles
+    for name in ("tensorrt", "graphs"):
+        assert records[name].keys() == records["onnxruntime"].keys()
+        for file, record in records[name].items():
+            want = records["onnxruntime"][file]
+            assert record["engine"]["backend"] == "tensorrt" and record["matches"] == want["matches"]
+            np.testing.assert_allclose(record["scores"], want["scores"], atol=1e-6)

@@ -3,6 +3,10 @@
 
     python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
+    python trt_infer.py --engine weights/aliked_lightglue.engine img0.jpg img1.jpg   # + its extractor engine
+
+Images go through SIFT on the host, or through the learned extractor engine the matcher engine's
+manifest names (make engine EXTRACTOR=aliked builds both), on the same backend as the matcher.
 
 A pairs file has one "image0 image1" per line (paths relative to the pairs file's folder; blank lines
 and lines starting with # are skipped); each pair's matches go to OUTPUT_DIR/<image0>__<image1>.<format>.
@@ -39,14 +43,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", type=path_arg, help="two images to match (or use --pairs)")
     parser.add_argument("--engine", type=path_arg, required=True, help="the .engine file (its manifest X.engine.json beside it)")
     parser.add_argument("--onnx", type=path_arg, help="the engine's source ONNX, if not where its manifest says")
+    parser.add_argument("--extractor-engine", type=path_arg,
+                        help="the learned extractor's engine, if the matcher engine's manifest names none (trtexec) or "
+                             "to use another")
+    parser.add_argument("--extractor-onnx", type=path_arg,
+                        help="the extractor engine's source ONNX, if not where its manifest says (or, without an "
+                             "extractor engine, the extractor ONNX to run on ONNX Runtime)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
     parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
                         help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
     parser.add_argument("--max-keypoints", type=max_keypoints_arg,
-                        help=f"keypoints per image, {MIN_KEYPOINTS} to {MAX_KEYPOINTS} (default: 4096, or what the engine holds)")
+                        help=f"keypoints per image, {MIN_KEYPOINTS} to {MAX_KEYPOINTS} (default: what the engine holds; "
+                             "SIFT at most 4096, a learned extractor at most its K)")
     parser.add_argument("--resize", type=resize_arg, default=DEFAULT_RESIZE,
-                        help=f"long side of the image SIFT runs on, {MIN_RESIZE} to {MAX_RESIZE} pixels; 0 for the original size")
+                        help=f"long side of the image the extractor runs on, {MIN_RESIZE} to {MAX_RESIZE} pixels; 0 for "
+                             "the original size")
     parser.add_argument("--max-pixels", type=max_pixels_arg, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse larger images, read from the file header before decoding (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
@@ -76,25 +88,34 @@ def make_matcher(args) -> Matcher:
     return Matcher.from_engine(
         args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
-        cuda_graphs=args.cuda_graphs,
+        cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
     )
 
 
 def format_timings(timings: dict) -> str:
-    stages = [f"{k} {timings[k] * 1e3:.1f} ms" for k in ("extract", "match") if k in timings]
-    inner = [f"{k} {timings[k] * 1e3:.1f}" for k in ("h2d", "compute", "d2h") if k in timings]
-    return ", ".join(stages) + (f" ({', '.join(inner)} ms)" if inner else "")
+    """"extract 80.1 ms (compute 70.2 ms), match 40.3 ms (h2d 0.1, compute 40.0, d2h 0.1 ms)": each stage, and
+    the backend's parts of it (a learned extractor's as ``extract_<part>``)."""
+    parts = []
+    for stage, prefix in (("extract", "extract_"), ("match", "")):
+        if stage not in timings:
+            continue
+        inner = [f"{k} {timings[prefix + k] * 1e3:.1f}" for k in ("h2d", "compute", "d2h") if prefix + k in timings]
+        parts.append(f"{stage} {timings[stage] * 1e3:.1f} ms" + (f" ({', '.join(inner)} ms)" if inner else ""))
+    return ", ".join(parts)
 
 
 def format_device_memory(summary: dict) -> str | None:
-    """Device memory each profile holds (TensorRT): activations and I/O buffers; None for other backends."""
-    memory = summary.get("device_memory")
-    if not memory:
-        return None
+    """Device memory each profile holds (TensorRT): activations and I/O buffers, the extractor engine's too;
+    None for other backends."""
     mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
-    return "device memory: " + ", ".join(
-        f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} buffers)"
-        for name, m in memory.items())
+    lines = []
+    for label, memory in (("", summary.get("device_memory")),
+                          ("extractor ", summary.get("extractor_engine", {}).get("device_memory"))):
+        if memory:
+            lines.append(f"{label}device memory: " + ", ".join(
+                f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} "
+                "buffers)" for name, m in memory.items()))
+    return "\n".join(lines) or None
 
 
 def match_one(args) -> list[Path]:
@@ -104,7 +125,9 @@ def match_one(args) -> list[Path]:
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
         {"image0": args.images[0], "image1": args.images[1], "--engine": args.engine,
-         "the engine's manifest": manifest_path(args.engine), "--onnx": args.onnx},
+         "the engine's manifest": manifest_path(args.engine), "--onnx": args.onnx,
+         "--extractor-engine": args.extractor_engine, "--extractor-onnx": args.extractor_onnx,
+         "the extractor engine's manifest": args.extractor_engine and manifest_path(args.extractor_engine)},
     )
     job = prepare_pair(*args.images, output=args.output, viz=args.viz)
     with make_matcher(args) as matcher:

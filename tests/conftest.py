@@ -86,3 +86,29 @@ def superpoint_extractor_onnx(model_cache) -> Path:
 def disk_extractor_onnx(model_cache) -> Path:
     """DISK extractor, dynamic shapes, seeded random weights of the official layout."""
     return _export_extractor(model_cache, "disk-random0", extractor="disk", random_seed=0)
+
+
+@pytest.fixture(scope="session")
+def aliked_nn_onnx(model_cache) -> Path:
+    """ALIKED matcher (128-D, no scales or orientations) with the hand-set nearest-neighbour weights."""
+    return _export(model_cache, "aliked_nn", extractor="aliked", nearest_neighbour=True, dynamic=True)
+
+
+def build_extractor_engine(onnx_path: Path, folder: Path, precision: str = "fp32", profiles: Path | None = None) -> Path:
+    """A real tensorrt-rtx extractor engine (SM 8.9): the default image profiles unless ``profiles``."""
+    from trt.engine.builder import build_engine
+
+    return build_engine(onnx_path, profiles, folder / f"extractor-{precision}.engine", precision=precision,
+                        builder="tensorrt-rtx", target_sm="8.9", progress=False)
+
+
+@pytest.fixture(scope="session")
+def aliked_engine(aliked_extractor_onnx, tmp_path_factory) -> Path:
+    """ALIKED-n16 extractor engine, FP32, the default image profiles (profiles/extractors/aliked.toml)."""
+    return build_extractor_engine(aliked_extractor_onnx, tmp_path_factory.mktemp("aliked"))
+
+
+@pytest.fixture(scope="session")
+def superpoint_engine(superpoint_extractor_onnx, tmp_path_factory) -> Path:
+    """SuperPoint extractor engine (seeded random weights), FP32, the default image profiles."""
+    return build_extractor_engine(superpoint_extractor_onnx, tmp_path_factory.mktemp("superpoint"))

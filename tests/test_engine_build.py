@@ -22,7 +22,7 @@ import pytest
 from conftest import profile_toml
 from onnx import TensorProto, helper, numpy_helper
 
-from trt.contract import OUTPUT_SPECS, input_specs
+from trt.contract import OUTPUT_SPECS, input_specs, keypoint_dims
 from trt.engine.backends import TensorRT, TensorRTRTX, fp32_layer, get_backend
 from trt.engine.builder import (
     ConfigFromProfiles,
@@ -350,11 +350,11 @@ def check_matcher_engine(engine: Path, onnx_path: Path, extractor: str, precisio
     assert manifest.profiles[3].shapes["desc0"] == {"min": [1, 2049, spec.descriptor_dim], "opt": [1, 4096, spec.descriptor_dim],
                                                     "max": [4, 4096, spec.descriptor_dim]}
     profiles = [Profile.from_record(record) for record in manifest.profiles]
-    assert select_profile(profiles, 1, 300, 1500, padding=True) == 2
-    assert select_profile(profiles, 4, 4096, 1, padding=True) == 3
+    assert select_profile(profiles, keypoint_dims(1, 300, 1500), padding=True) == 2
+    assert select_profile(profiles, keypoint_dims(4, 4096, 1), padding=True) == 3
     for request in ((5, 10, 10), (1, 4097, 10)):
         with pytest.raises(ContractError, match="fits none"):
-            select_profile(profiles, *request, padding=True)
+            select_profile(profiles, keypoint_dims(*request), padding=True)
     assert json.loads(manifest_path(engine).read_text())["format"] == "lightglue-trt-engine/1"
 
 

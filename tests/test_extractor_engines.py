@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import profile_toml
+from conftest import build_extractor_engine, profile_toml
 from test_engine_build import run_cli, standin_matcher
 
 from trt.engine.backends import TensorRTRTX, fp32_layer
@@ -121,22 +121,7 @@ def test_print_trtexec_for_an_extractor(aliked_extractor_onnx, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Real builds with the default image profiles (slow): engines shared per module
-
-
-def build(onnx_path: Path, folder: Path, precision: str) -> Path:
-    return build_engine(onnx_path, None, folder / f"extractor-{precision}.engine", precision=precision,
-                        builder="tensorrt-rtx", target_sm="8.9", progress=False)
-
-
-@pytest.fixture(scope="module")
-def aliked_engine(aliked_extractor_onnx, tmp_path_factory) -> Path:
-    return build(aliked_extractor_onnx, tmp_path_factory.mktemp("aliked"), "fp32")
-
-
-@pytest.fixture(scope="module")
-def superpoint_engine(superpoint_extractor_onnx, tmp_path_factory) -> Path:
-    return build(superpoint_extractor_onnx, tmp_path_factory.mktemp("superpoint"), "fp32")
+# Real builds with the default image profiles (slow): the engines are shared by the session (conftest)
 
 
 def check_extractor_engine(engine: Path, onnx_path: Path, network: str, precision: str) -> None:
@@ -171,14 +156,14 @@ def check_extractor_engine(engine: Path, onnx_path: Path, network: str, precisio
 @pytest.mark.slow
 def test_aliked_engines_fp32_and_fp16(aliked_engine, aliked_extractor_onnx, tmp_path):
     check_extractor_engine(aliked_engine, aliked_extractor_onnx, "aliked-n16", "fp32")
-    check_extractor_engine(build(aliked_extractor_onnx, tmp_path, "fp16"), aliked_extractor_onnx, "aliked-n16", "fp16")
+    check_extractor_engine(build_extractor_engine(aliked_extractor_onnx, tmp_path, "fp16"), aliked_extractor_onnx, "aliked-n16", "fp16")
     assert leftovers(tmp_path) == ["extractor-fp16.engine", "extractor-fp16.engine.json", "extractor-fp16.fp16.onnx"]
 
 
 @pytest.mark.slow
 def test_superpoint_engines_fp32_and_fp16(superpoint_engine, superpoint_extractor_onnx, tmp_path):
     check_extractor_engine(superpoint_engine, superpoint_extractor_onnx, "superpoint", "fp32")
-    check_extractor_engine(build(superpoint_extractor_onnx, tmp_path, "fp16"), superpoint_extractor_onnx, "superpoint",
+    check_extractor_engine(build_extractor_engine(superpoint_extractor_onnx, tmp_path, "fp16"), superpoint_extractor_onnx, "superpoint",
                            "fp16")
 
 

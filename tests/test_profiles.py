@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trt.contract import input_specs
+from trt.contract import input_specs, keypoint_dims
 from trt.engine.manifest import (
     Manifest,
     ProfileRecord,
@@ -235,10 +235,10 @@ def test_manifest_round_trip(tmp_path):
     assert loaded == manifest
     # the runtime reads the recorded profiles back: one selection mechanism, trt.runtime.base
     profiles = [Profile.from_record(record) for record in loaded.profiles]
-    assert select_profile(profiles, 2, 100, 500, padding=True) == 0
+    assert select_profile(profiles, keypoint_dims(2, 100, 500), padding=True) == 0
     with pytest.raises(ContractError, match="fits none of the engine's profiles"):
-        select_profile(profiles, 5, 100, 100, padding=True)
-    assert profiles[0].fits(1, 512, 1) and not profiles[0].fits(1, 513, 1)
+        select_profile(profiles, keypoint_dims(5, 100, 100), padding=True)
+    assert profiles[0].fits(keypoint_dims(1, 512, 1)) and not profiles[0].fits(keypoint_dims(1, 513, 1))
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"format": "other/1"}', '{"format": "lightglue-trt-engine/1"}'])

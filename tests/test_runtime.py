@@ -23,7 +23,8 @@ from trt.engine.manifest import Manifest, ProfileRecord, manifest_path
 from trt.errors import ContractError, EngineError, UserError
 from trt.features.base import Features
 from trt.runtime import tensorrt_session as trs
-from trt.runtime.base import Profile, capacity, plan_batches, select_profile
+from trt.contract import KEYPOINTS0, KEYPOINTS1, keypoint_dims
+from trt.runtime.base import MatcherContract, Profile, capacity, plan_batches, select_profile
 from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession, physical_cores
 
@@ -149,35 +150,38 @@ def assert_same_result(a, b):
 
 
 def test_select_profile_takes_the_smallest_that_fits():
-    assert select_profile(PROFILES, 1, 10, 16) == 0
-    assert select_profile(PROFILES, 2, 17, 40) == 1
-    assert select_profile(list(reversed(PROFILES)), 1, 10, 10) == 1  # by size, not by order
+    assert select_profile(PROFILES, keypoint_dims(1, 10, 16)) == 0
+    assert select_profile(PROFILES, keypoint_dims(2, 17, 40)) == 1
+    assert select_profile(list(reversed(PROFILES)), keypoint_dims(1, 10, 10)) == 1  # by size, not by order
     with pytest.raises(ContractError, match="fits none"):
-        select_profile(PROFILES, 1, 10, 40)  # N0 below the large profile's minimum: no exact fit
-    assert select_profile(PROFILES, 1, 10, 40, padding=True) == 1  # ... but it fits once padded
+        select_profile(PROFILES, keypoint_dims(1, 10, 40))  # N0 below the large profile's minimum: no exact fit
+    assert select_profile(PROFILES, keypoint_dims(1, 10, 40), padding=True) == 1  # ... but it fits once padded
 
 
 def test_a_request_larger_than_every_profile_lists_the_profiles():
     with pytest.raises(ContractError) as error:
-        select_profile(PROFILES, 3, 40, 40, padding=True)
+        select_profile(PROFILES, keypoint_dims(3, 40, 40), padding=True)
+    assert "a request of B 3, N0 40, N1 40 fits none" in str(error.value)
     assert "n16 (B 1-4, N0 1-16, N1 1-16)" in str(error.value) and "n64 (B 1-2" in str(error.value)
 
 
 def test_padding_rises_to_the_profile_minimum():
-    assert P_LARGE.padded(1, 5, 30) == (1, 17, 30)
-    assert P_SMALL.padded(2, 5, 7) == (2, 5, 7)
+    assert P_LARGE.padded(keypoint_dims(1, 5, 30)) == keypoint_dims(1, 17, 30)
+    assert P_SMALL.padded(keypoint_dims(2, 5, 7)) == keypoint_dims(2, 5, 7)
+    assert P_LARGE.at_opt() == Profile("n64", (1, 1, 1), (64, 64, 64), (64, 64, 64))
+    assert (P_LARGE.min_dims, P_LARGE.max_dims, P_LARGE.size) == (keypoint_dims(1, 17, 17), keypoint_dims(2, 64, 64), 8192)
     assert capacity(PROFILES) == (64, 64)
 
 
 def test_plan_batches_groups_by_size_within_the_profiles():
-    sizes = [(10, 10), (60, 50), (12, 3), (30, 30), (16, 16), (5, 5), (9, 9), (40, 20)]
+    pairs = [(10, 10), (60, 50), (12, 3), (30, 30), (16, 16), (5, 5), (9, 9), (40, 20)]
+    sizes = [{KEYPOINTS0: n0, KEYPOINTS1: n1} for n0, n1 in pairs]
     plan = plan_batches(sizes, PROFILES)
     assert sorted(i for members, _ in plan for i in members) == list(range(len(sizes)))
     for members, index in plan:
-        n0 = max(sizes[i][0] for i in members)
-        n1 = max(sizes[i][1] for i in members)
-        assert PROFILES[index].holds(len(members), n0, n1)
-        assert index == select_profile(PROFILES, len(members), n0, n1, padding=True)
+        dims = keypoint_dims(len(members), max(pairs[i][0] for i in members), max(pairs[i][1] for i in members))
+        assert PROFILES[index].holds(dims)
+        assert index == select_profile(PROFILES, dims, padding=True)
     assert max(len(m) for m, i in plan if i == 0) == 4 and all(len(m) <= 2 for m, i in plan if i == 1)
     assert len(plan) == 3  # the four smallest pairs, then the others two by two
 
@@ -185,8 +189,11 @@ def test_plan_batches_groups_by_size_within_the_profiles():
 def test_profile_from_manifest_record_needs_matcher_ranges():
     record = ProfileRecord("n8", [1, 1, 2], [1, 8, 8], [1, 8, 8], {})
     assert Profile.from_record(record) == Profile("n8", (1, 1, 2), (1, 8, 8), (1, 8, 8))
-    with pytest.raises(ContractError, match="does not follow"):
+    with pytest.raises(ContractError, match="follows neither the matcher contract"):
         Profile.from_record(ProfileRecord("static", None, None, None, {}))
+    images = ProfileRecord("480x640", [1, 1, 4], None, None, {}, height=[64, 480, 480], width=[64, 640, 640])
+    assert Profile.from_record(images) == Profile("480x640", (1, 1, 4), height=(64, 480, 480), width=(64, 640, 640))
+    assert Profile.from_record(images).dimensions == ("B", "H", "W")
 
 
 # --- the runner interface and the ONNX Runtime session ------------------------------------------------
@@ -327,13 +334,14 @@ def test_zero_or_one_keypoint_gives_an_empty_result_without_the_engine(standin, 
     assert len(result.keypoints0) == n0 and result.engine["backend"] == "onnxruntime"
 
 
-def test_images_need_a_sift_model(tmp_path, standin):
+def test_images_need_a_sift_model_or_an_extractor(tmp_path, standin):
     other = make_standin_onnx(tmp_path / "disk.onnx", scale_ori=False, extractor="disk")
     image = np.zeros((64, 64), np.uint8)
     rng = np.random.default_rng(7)
     with Matcher(OnnxRuntimeSession(other)) as matcher:
         assert matcher.extractor_name == "disk"
-        with pytest.raises(UserError, match="SIFT engines only.*'disk'.*match_features"):
+        with pytest.raises(UserError, match="matches disk features, but no disk extractor was given.*--extractor-engine"
+                                            ".*match_features"):
             matcher.match(image, image)
         f = random_features(rng, 10)
         f.scales = f.oris = None
@@ -514,7 +522,7 @@ def test_engine_io_and_profiles_are_read_from_the_engine():
         {"kpts0": [(1, 513, 2), (1, 1024, 2), (2, 1024, 2)], "kpts1": [(1, 513, 2), (1, 1024, 2), (2, 1024, 2)]},
     ]
     io = trs.read_engine_io(*fake_engine(inputs, outputs, profiles))
-    assert (io.descriptor_dim, io.scale_ori) == (128, True)
+    assert io.contract == MatcherContract(128, True)
     assert io.profiles == [
         Profile("profile0", (1, 1, 4), (1, 512, 512), (1, 512, 512)),
         Profile("profile1", (1, 1, 2), (513, 1024, 1024), (513, 1024, 1024)),
@@ -525,7 +533,7 @@ def test_engine_io_and_profiles_are_read_from_the_engine():
 def test_an_engine_outside_the_contract_is_refused():
     inputs, outputs = contract_io()
     del inputs["count1"]
-    with pytest.raises(ContractError, match="cannot be served as a LightGlue matcher.*missing: count1"):
+    with pytest.raises(ContractError, match="cannot be served as a LightGlue matcher or feature extractor.*missing: count1"):
         trs.read_engine_io(*fake_engine(inputs, outputs, []))
     inputs, outputs = contract_io()
     del outputs["mscores1"]

@@ -24,6 +24,7 @@ import pytest
 from conftest import profile_toml
 from test_runtime import make_standin_onnx
 
+from trt.contract import keypoint_dims
 from trt.engine.backends import TensorRT, TensorRTRTX
 from trt.engine.manifest import load_manifest, manifest_path
 from trt.errors import ContractError, EngineError, UserError
@@ -393,7 +394,7 @@ def test_cuda_graphs_run_each_profile_at_its_opt_shape_with_one_graph(emulated, 
     session = trs.TensorRTSession(full_engine, cuda_graphs=True)
     with Matcher(session, threshold=0.0) as matcher:
         got = [matcher.match_features(*pair) for pair in pairs * 2]  # capture, then replay
-        assert [slot.shape for slot in session._slots] == [(1, 64, 64), (1, 128, 128)]
+        assert [slot.shape for slot in session._slots] == [keypoint_dims(1, 64, 64), keypoint_dims(1, 128, 128)]
         assert all(slot.graph is not None for slot in session._slots)
         with pytest.raises(ContractError, match="runs at its opt shape only"):
             session.infer(request(rng, 1, 30, 30))

@@ -19,7 +19,7 @@ import pytest
 
 from bad_inputs import blank_png, cli, script, snapshot, texture, tiny_engine, write_png
 from test_runtime import PROFILES, noisy_copy, random_features
-from trt.contract import concrete_shape, input_specs
+from trt.contract import concrete_shape, input_specs, keypoint_dims
 from trt.engine.manifest import (
     PROFILE_SCHEMA,
     SCHEMA,
@@ -142,7 +142,7 @@ def test_errors_the_builder_logs_fail_the_build(standin):
     from trt.engine.builder import ConfigFromProfiles, EngineBytesFromNetwork, NetworkFromOnnxPath
 
     huge = 2147483647
-    shapes = {spec.name: ShapeTuple(*(concrete_shape(spec, 1, n, n) for n in (1, 64, huge))) for spec in input_specs(128, True)}
+    shapes = {spec.name: ShapeTuple(*(concrete_shape(spec, keypoint_dims(1, n, n)) for n in (1, 64, huge))) for spec in input_specs(128, True)}
     profile = KeypointProfile("huge", shapes)
     parsed = NetworkFromOnnxPath(standin, get_backend("tensorrt-rtx"), echo_warnings=False)()
     config = ConfigFromProfiles([profile], target=["8.9"], progress=False)(parsed)

@@ -104,13 +104,14 @@ def infer_layout(input_names: list[str], input_shapes: dict[str, tuple]) -> tupl
     return desc_shape[2], scale_ori
 
 
-def dim_of(spec_dim, batch: int, n0: int, n1: int):
-    """Resolve one symbolic dimension for a concrete request."""
-    return {BATCH: batch, KEYPOINTS0: n0, KEYPOINTS1: n1}.get(spec_dim, spec_dim)
+def concrete_shape(spec: TensorSpec, dims: dict[str, int]) -> tuple[int, ...]:
+    """``spec``'s shape with its symbolic dimensions (B, N0, N1; H, W of the extractor contract) taken from ``dims``."""
+    return tuple(dims.get(d, d) if isinstance(d, str) else d for d in spec.shape)
 
 
-def concrete_shape(spec: TensorSpec, batch: int, n0: int, n1: int) -> tuple[int, ...]:
-    return tuple(dim_of(d, batch, n0, n1) for d in spec.shape)
+def keypoint_dims(batch: int, n0: int, n1: int) -> dict[str, int]:
+    """The symbolic dimensions of a (B, N0, N1) matcher request."""
+    return {BATCH: batch, KEYPOINTS0: n0, KEYPOINTS1: n1}
 
 
 def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[int, int, int]:
@@ -126,7 +127,7 @@ def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[
         array = feeds[spec.name]
         if array.dtype != spec.dtype:
             raise ContractError(f"input {spec.name} has dtype {array.dtype}, expected {spec.dtype}")
-        expected = concrete_shape(spec, batch, n0, n1)
+        expected = concrete_shape(spec, keypoint_dims(batch, n0, n1))
         if tuple(array.shape) != expected:
             raise ContractError(f"input {spec.name} has shape {tuple(array.shape)}, expected {expected}")
     return batch, n0, n1

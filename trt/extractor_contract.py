@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trt.contract import BATCH, TensorSpec
+from trt.contract import BATCH, TensorSpec, concrete_shape
 from trt.errors import ContractError
 
 HEIGHT, WIDTH = "H", "W"
@@ -99,11 +99,6 @@ def infer_layout(inputs: dict[str, tuple], outputs: dict[str, tuple]) -> Extract
         raise ContractError("the extractor contract needs image [B, 1 or 3, H, W], keypoints [B, K, 2] and "
                             "descriptors [B, K, D] with fixed C, K and D")
     return ExtractorLayout(channels, max_keypoints, descriptor_dim)
-
-
-def concrete_shape(spec: TensorSpec, dims: dict[str, int]) -> tuple[int, ...]:
-    """``spec``'s shape with its symbolic dimensions (B, H, W) taken from ``dims``."""
-    return tuple(dims.get(d, d) if isinstance(d, str) else d for d in spec.shape)
 
 
 def check_feeds(feeds: dict[str, np.ndarray], layout: ExtractorLayout, stride: int) -> tuple[int, int, int]:

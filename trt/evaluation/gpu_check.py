@@ -52,6 +52,7 @@ def match_set_iou(a, b) -> float:
 
 def profile_latency(engine: Path, cuda_graphs: bool, iterations: int) -> dict:
     """Median and p90 milliseconds of one request at each profile's opt shape, and device memory per profile."""
+    from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1
     from trt.features.base import Features, pack_pairs
     from trt.runtime.tensorrt_session import TensorRTSession
 
@@ -67,7 +68,8 @@ def profile_latency(engine: Path, cuda_graphs: bool, iterations: int) -> dict:
     results = {}
     with TensorRTSession(engine, cuda_graphs=cuda_graphs) as session:
         for profile in session.profiles:
-            batch, n0, n1 = profile.opt_shape
+            dims = profile.opt_dims
+            batch, n0, n1 = dims[BATCH], dims[KEYPOINTS0], dims[KEYPOINTS1]
             feeds = pack_pairs([(features(n0), features(n1)) for _ in range(batch)], n0, n1, 0.1)
             for _ in range(3):  # warm-up: just-in-time kernels, graph capture
                 session.infer(feeds)

@@ -101,7 +101,7 @@ def filter_dog_points(
 
 
 def resize_long_side(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """A float32 (H, W) ``image`` resized so that its long side is ``size``, and the scale
+    """A float32 (H, W) or (H, W, C) ``image`` resized so that its long side is ``size``, and the scale
     (new width / width, new height / height).
 
     Matches kornia's ``resize(img, size, side="long", antialias=True)``, which the reference uses: the
@@ -110,6 +110,7 @@ def resize_long_side(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[fl
     removes aliasing; then bilinear sampling at pixel centres (``cv2.INTER_LINEAR``), up or down.
     """
     height, width = image.shape[:2]
+    channels = image.shape[2:]
     new_width, new_height = resized_size(width, height, size)
     scale = (new_width / width, new_height / height)
     if (new_width, new_height) == (width, height):
@@ -119,7 +120,8 @@ def resize_long_side(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[fl
         sigma_y, sigma_x = (max((f - 1.0) / 2.0, 0.001) for f in factors)
         kernel = tuple(_odd(int(max(4.0 * s, 3))) if n > 1 else 1 for s, n in ((sigma_x, width), (sigma_y, height)))
         image = cv2.GaussianBlur(image, kernel, sigmaX=sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_REFLECT_101)
-    return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR), scale
+    resized = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+    return resized.reshape(new_height, new_width, *channels), scale  # OpenCV drops a single channel axis
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -11,6 +11,10 @@ Conventions: keypoints are (x, y) in pixels of the original images, the centre o
 inside the engine's profiles: pairs are padded up to the chosen profile's minimum, batched no larger
 than a profile takes, and an image with more keypoints than the largest profile holds keeps its
 strongest (with a warning, or a ContractError when ``on_overflow="error"``).
+
+Images go through SIFT on the host (SIFT engines), or through a learned extractor (ALIKED, SuperPoint,
+DISK) on a second runner of the same backend: the extractor engine the matcher's manifest names
+(``build_engine.py --extractor-engine``), or its source ONNX (``trt.features.learned``).
 """
 
 import sys
@@ -22,11 +26,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from trt.contract import DEFAULT_THRESHOLD, NO_MATCH, infer_layout
-from trt.engine.manifest import load_manifest
-from trt.errors import ContractError, ImageError, UserError
-from trt.extractors import get_extractor
+from trt.contract import BATCH, DEFAULT_THRESHOLD, KEYPOINTS0, KEYPOINTS1, NO_MATCH, keypoint_dims
+from trt.engine.manifest import Manifest, load_manifest
+from trt.errors import ContractError, EngineError, ImageError, UserError
+from trt.extractors import DEFAULT_NETWORKS, get_extractor
 from trt.features.base import Features, pack_pairs
+from trt.fileio import sha256_file
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.runtime.tensorrt_session import (
@@ -64,7 +69,8 @@ class MatchResult:
     in original-image pixels; matches [K, 2] int64: (index in keypoints0, index in keypoints1);
     scores [K] float32; matches0 [N0] / matches1 [N1] int64: match index per keypoint, -1 for none;
     timings: seconds per stage (``extract``, ``match``, and the backend's ``h2d``/``compute``/``d2h``;
-    ``batch`` is the number of pairs the engine call was shared by); engine: the engine summary.
+    ``batch`` is the number of pairs the engine call was shared by; a learned extractor's stages are
+    ``extract_compute`` and so on: shares of the calls its images were batched in); engine: the engine summary.
     """
 
     keypoints0: np.ndarray
@@ -110,9 +116,11 @@ class Matcher:
     keypoints per image; None keeps what the profiles hold. ``on_overflow``: "truncate" (keep the
     strongest, with a warning) or "error" when an image has more keypoints than any profile holds.
     ``extractor``: the feature type's name when the model does not record it, or a callable front-end
-    (image -> Features) to use instead of the default; images are supported for "sift" only.
-    ``resize``: long side of the image the default SIFT front-end runs on (None: the original size);
-    that front-end keeps ``max_num_keypoints`` keypoints, by default 4096 or what the profiles hold if less.
+    (image -> Features) to use instead of the default. ``extractor_runner``: a learned extractor's runner
+    (its engine or ONNX, ``trt.features.learned``), which must make the features the matcher takes;
+    without one, images are supported for "sift" only. ``resize``: long side of the image the front-end
+    runs on (None: the original size); it keeps ``max_num_keypoints`` keypoints, by default what the
+    profiles hold, and no more than 4096 (SIFT) or the extractor's K.
     ``summary``: the engine summary carried by every result; ``extractor_name``: the feature type
     recorded with the engine (its manifest), when the runner's model metadata does not say.
     Settings, pairs and features are checked by ``trt.validation`` (``layout``: the model's descriptor
@@ -129,27 +137,38 @@ class Matcher:
         summary: Optional[dict] = None,
         extractor_name: Optional[str] = None,
         resize: Optional[int] = DEFAULT_RESIZE,
+        extractor_runner: Optional[Runner] = None,
     ):
         if on_overflow not in ON_OVERFLOW:
             raise UserError(f"on_overflow must be one of {', '.join(ON_OVERFLOW)}, got {on_overflow!r}")
         if extractor is not None and not (isinstance(extractor, str) or callable(extractor)):
             raise UserError(f"extractor must be a feature type's name or a callable front-end, not {extractor!r}")
+        if callable(extractor) and extractor_runner is not None:
+            raise UserError("give a callable front-end or an extractor runner, not both")
         self.threshold = check_threshold(threshold)
         self.max_num_keypoints = check_max_keypoints(max_num_keypoints)
         self.on_overflow = on_overflow
         self.resize = check_resize(resize)
-        self.runner = runner.activate()
+        self.runner = runner
+        self.extractor_runner = extractor_runner
         try:
-            recorded = self.runner.metadata.get(METADATA_EXTRACTOR) or extractor_name
-            self.extractor_name = self._resolve_extractor(extractor if isinstance(extractor, str) else None, recorded)
-            specs = self.runner.input_specs
-            self.layout = infer_layout([s.name for s in specs], {s.name: s.shape for s in specs})  # (D, scale_ori)
+            contract = self.runner.activate().contract
+            if contract.kind != "matcher":
+                raise ContractError(f"{runner.name} serves a {contract.describe()}, not a LightGlue matcher")
+            self.layout = (contract.descriptor_dim, contract.scale_ori)
             self.capacity = capacity(self.runner.request_profiles)
+            recorded = self.runner.metadata.get(METADATA_EXTRACTOR) or extractor_name
             self._front_end = extractor if callable(extractor) else None
-            self.summary = {**(summary or {}), **self.runner.summary(), "backend": runner.backend,
-                            "extractor": self.extractor_name}
+            self.summary = {**(summary or {}), **self.runner.summary(), "backend": runner.backend}
+            if extractor_runner is not None:
+                self._front_end = self._learned_front_end(extractor_runner, recorded)
+                recorded = recorded or self._front_end.contract.feature
+                self.summary["extractor_engine"] = {**self.summary.get("extractor_engine", {}),
+                                                    **extractor_runner.summary(), "backend": extractor_runner.backend}
+            self.extractor_name = self._resolve_extractor(extractor if isinstance(extractor, str) else None, recorded)
+            self.summary["extractor"] = self.extractor_name
         except BaseException:
-            self.runner.deactivate()
+            self.close()
             raise
 
     # -- construction ----------------------------------------------------------------------------------
@@ -165,43 +184,67 @@ class Matcher:
         extractor: Union[str, Callable[[np.ndarray], Features], None] = None,
         resize: Optional[int] = DEFAULT_RESIZE,
         cuda_graphs: bool = False,
+        extractor_engine: Union[str, Path, None] = None,
+        extractor_onnx: Union[str, Path, None] = None,
     ) -> "Matcher":
-        """A matcher serving ``engine``: on TensorRT where a CUDA GPU, TensorRT and pycuda exist, else
-        (``backend="auto"``) on ONNX Runtime with the engine's source ONNX, saying so in one line on stderr.
+        """A matcher serving ``engine``, and the extractor engine its manifest names, on the backend
+        ``choose_backend`` picks: TensorRT where a CUDA GPU the engines target, TensorRT and pycuda exist,
+        else (``backend="auto"``) the engines' source ONNX on ONNX Runtime, saying so in one line on stderr.
 
         ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there is no
-        manifest); ``cuda_graphs``: TensorRT only, see ``TensorRTSession``. Other arguments: ``Matcher``.
+        manifest); ``extractor_engine``: the extractor engine, when the manifest names none (an engine
+        built by trtexec) or to use another; ``extractor_onnx``: its source ONNX, when not where its
+        manifest says (or, without an extractor engine, the extractor to run on ONNX Runtime);
+        ``cuda_graphs``: TensorRT only, see ``TensorRTSession``. Other arguments: ``Matcher``.
         """
-        if backend not in BACKENDS:
-            raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         engine = check_path(engine, "the engine path")
         onnx = check_path(onnx, "the ONNX path") if onnx is not None else None
+        if extractor_engine is not None:
+            extractor_engine = check_path(extractor_engine, "the extractor engine path")
+        if extractor_onnx is not None:
+            extractor_onnx = check_path(extractor_onnx, "the extractor ONNX path")
         manifest = load_manifest(engine)
         check_matcher_manifest(engine, manifest)
-        reason = None
-        if backend == "auto":
-            reason = tensorrt_unavailable(manifest)
-            backend = "onnxruntime" if reason else "tensorrt"
-        if backend == "tensorrt":
-            runner = TensorRTSession(engine, onnx=onnx, cuda_graphs=cuda_graphs)
-            onnx_path = runner.onnx_path
-        else:
-            read_engine(engine, manifest)  # a missing, truncated or replaced engine is an error here too
-            onnx_path = source_onnx_path(engine, manifest, onnx)
-            if onnx_path is None:
-                raise UserError(
-                    f"engine {engine} has no manifest naming its source ONNX: pass the matcher ONNX with --onnx"
-                )
-            check_source_onnx(onnx_path, manifest, required=True)
-            profiles = profiles_from_manifest(manifest) if manifest is not None else None
-            runner = OnnxRuntimeSession(onnx_path, profiles=profiles)
-            if reason:
-                print(f"notice: {reason}; running the engine's source ONNX {onnx_path} on ONNX Runtime", file=sys.stderr)
+        extractor_engine, extractor_manifest = linked_extractor_engine(engine, manifest, extractor_engine)
+        backend, reason = choose_backend(backend, manifest, *([extractor_manifest] if extractor_engine else []))
+        runner, onnx_path = open_runner(engine, manifest, backend, onnx, cuda_graphs, "--onnx")
         summary = engine_summary(engine, manifest, onnx_path)
+        extractor_runner, served = None, [onnx_path]
+        if extractor_engine is not None or extractor_onnx is not None:
+            extractor_backend = backend if extractor_engine is not None else "onnxruntime"  # a bare ONNX: no engine
+            extractor_runner, extractor_onnx_path = open_runner(extractor_engine, extractor_manifest, extractor_backend,
+                                                                extractor_onnx, cuda_graphs, "--extractor-onnx")
+            summary["extractor_engine"] = engine_summary(extractor_engine, extractor_manifest, extractor_onnx_path)
+            served.append(extractor_onnx_path)
+        if reason:
+            sources = " and ".join(str(path) for path in served)
+            print(f"notice: {reason}; running the engine{'s' * (len(served) > 1)}' source ONNX {sources} on ONNX Runtime",
+                  file=sys.stderr)
         return cls(
             runner, threshold, max_num_keypoints, on_overflow, extractor, summary,
             extractor_name=manifest.extractor if manifest is not None else None, resize=resize,
+            extractor_runner=extractor_runner,
         )
+
+    def _learned_front_end(self, extractor_runner: Runner, recorded: Optional[str]):
+        """The learned extractor images go through, checked against the matcher: its features and D."""
+        from trt.features.learned import LearnedExtractor
+
+        front_end = LearnedExtractor(extractor_runner, self.resize)
+        made = front_end.contract
+        descriptor_dim, scale_ori = self.layout
+        if made.layout.descriptor_dim != descriptor_dim:
+            raise ContractError(f"the extractor ({made.network}) gives {made.layout.descriptor_dim}-D descriptors, but "
+                                f"the matcher takes {descriptor_dim}-D ones: give the extractor engine built for it")
+        if scale_ori:
+            raise ContractError(f"the matcher reads scales and orientations (SIFT or DoGHardNet features), which the "
+                                f"{made.network} extractor does not give")
+        if recorded is not None and made.feature != recorded:
+            raise ContractError(f"the extractor ({made.network}) makes {made.feature} features, but the matcher was "
+                                f"trained for {recorded} features")
+        # an explicit max_num_keypoints is taken as asked, up to K (beyond the profiles, on_overflow decides)
+        front_end.max_num_keypoints = self.max_num_keypoints or min(made.layout.max_keypoints, *self.capacity)
+        return front_end
 
     def _resolve_extractor(self, name: Optional[str], recorded: Optional[str]) -> Optional[str]:
         """The feature type: given, else recorded with the model; checked against the model's inputs."""
@@ -211,24 +254,30 @@ class Matcher:
         if name is None:
             return None
         extractor = get_extractor(name)
-        desc = next(spec for spec in self.runner.input_specs if spec.name == "desc0")
-        scale_ori = any(spec.name == "scales0" for spec in self.runner.input_specs)
-        if (extractor.descriptor_dim, extractor.scale_ori) != (desc.shape[2], scale_ori):
+        descriptor_dim, scale_ori = self.layout
+        if (extractor.descriptor_dim, extractor.scale_ori) != (descriptor_dim, scale_ori):
             raise ContractError(
                 f"{name} features ({extractor.descriptor_dim}-D{', scales and orientations' if extractor.scale_ori else ''}) "
-                f"do not fit the model's inputs ({desc.shape[2]}-D{', scales and orientations' if scale_ori else ''})"
+                f"do not fit the model's inputs ({descriptor_dim}-D{', scales and orientations' if scale_ori else ''})"
             )
         return name
 
     @property
     def front_end(self) -> Callable[[np.ndarray], Features]:
-        """The feature extractor images go through (SIFT, made on first use)."""
+        """The feature extractor images go through (the learned extractor, or SIFT made on first use)."""
         if self._front_end is None:
+            if self.extractor_name in DEFAULT_NETWORKS:
+                raise UserError(
+                    f"this engine matches {self.extractor_name} features, but no {self.extractor_name} extractor was "
+                    "given: build the matcher engine with build_engine.py --extractor-engine (make engine "
+                    f"EXTRACTOR={self.extractor_name} does), pass --extractor-engine or --extractor-onnx, or extract "
+                    "features yourself and call match_features"
+                )
             if self.extractor_name != "sift":
                 what = repr(self.extractor_name) if self.extractor_name else "unknown (pass extractor='sift' if it is SIFT)"
                 raise UserError(
-                    f"images can be matched with SIFT engines only; this engine's extractor is {what}: "
-                    "extract features yourself and call match_features"
+                    f"images can be matched with SIFT engines and learned extractors only; this engine's extractor is "
+                    f"{what}: extract features yourself and call match_features"
                 )
             from trt.features.sift import SIFT
 
@@ -239,9 +288,12 @@ class Matcher:
 
     # -- matching --------------------------------------------------------------------------------------
     def extract(self, image: Image) -> Features:
-        from trt.features.image import read_image
+        """Features of one image (a path or a uint8 array) through the front-end."""
+        return self.extract_many([image])[0]
 
-        return self.front_end(read_image(image) if isinstance(image, (str, Path)) else image)
+    def extract_many(self, images: Sequence[Image]) -> list[Features]:
+        """Features of many images, in order; a learned extractor batches images of one padded size."""
+        return [features for features, _ in self._extract_images(list(images), [f"image {i}" for i in range(len(images))])]
 
     def match(self, image0: Image, image1: Image) -> MatchResult:
         """Match two images (paths or uint8 arrays) through the feature front-end."""
@@ -251,17 +303,37 @@ class Matcher:
         return self.match_pairs([(features0, features1)])[0]
 
     def match_pairs(self, pairs: Sequence[tuple[Union[Image, Features], Union[Image, Features]]]) -> list[MatchResult]:
-        """Match many pairs (of images or of Features), batched as the engine's profiles allow.
+        """Match many pairs (of images or of Features), batched as the engines' profiles allow.
 
-        Results are in the order of ``pairs`` and equal those of one ``match``/``match_features`` each.
+        Images are extracted once each (a path or array in several pairs too) and batched for a learned
+        extractor. Results are in the order of ``pairs`` and equal those of one ``match``/``match_features``
+        each.
         """
         pairs = check_pairs(pairs)
+        where = lambda index: "" if len(pairs) == 1 else f"pair {index}, "  # noqa: E731
+        images: dict = {}  # one key per distinct image: (its index in order, the image, its name)
+        for index, pair in enumerate(pairs):
+            for side, item in enumerate(pair):
+                if not isinstance(item, Features):
+                    key = ("path", str(item)) if isinstance(item, (str, Path)) else ("array", id(item))
+                    images.setdefault(key, (len(images), item, f"{where(index)}image {side}"))
+        extracted = self._extract_images([item for _, item, _ in images.values()], [name for _, _, name in images.values()])
         features, extract_times = [], []
         for index, pair in enumerate(pairs):
-            start = time.perf_counter()
-            where = "" if len(pairs) == 1 else f"pair {index}, "
-            features.append(tuple(self._limit(self._features(x, f"{where}image {side}"), side) for side, x in enumerate(pair)))
-            extract_times.append(time.perf_counter() - start)
+            sides, timings = [], {}
+            for side, item in enumerate(pair):
+                if isinstance(item, Features):
+                    sides.append(item)
+                    continue
+                key = ("path", str(item)) if isinstance(item, (str, Path)) else ("array", id(item))
+                found, image_timings = extracted[images[key][0]]
+                sides.append(found)
+                if key not in timings:  # an image in both sides of a pair was extracted once
+                    timings[key] = image_timings
+            name = f"{where(index)}image "
+            features.append(tuple(self._limit(check_features(f, f"{name}{side}", *self.layout), side)
+                                  for side, f in enumerate(sides)))
+            extract_times.append(_sum_timings(timings.values()) if timings else None)
         results: list[Optional[MatchResult]] = [None] * len(features)
         busy = []
         for i, (f0, f1) in enumerate(features):
@@ -270,27 +342,48 @@ class Matcher:
                 results[i].timings = {"match": 0.0, "batch": 0}
             else:
                 busy.append(i)
-        sizes = [(len(features[i][0]), len(features[i][1])) for i in busy]
+        sizes = [{KEYPOINTS0: len(features[i][0]), KEYPOINTS1: len(features[i][1])} for i in busy]
         profiles = self.runner.request_profiles
         for members, profile_index in plan_batches(sizes, profiles):
             indices = [busy[m] for m in members]
             batch = self._run_batch([features[i] for i in indices], profiles[profile_index])
             for i, result in zip(indices, batch):
                 results[i] = result
-        for pair, result, extract in zip(pairs, results, extract_times):
+        for result, extract in zip(results, extract_times):
             result.engine = self.summary
-            if not all(isinstance(x, Features) for x in pair):
-                result.timings = {"extract": extract, **result.timings}
+            if extract is not None:
+                result.timings = {**extract, **result.timings}
         return results
 
-    def _features(self, item: Union[Image, Features], name: str) -> Features:
-        """Features given, or extracted from an image; checked against the model either way."""
-        if not isinstance(item, Features):
+    def _extract_images(self, images: list, names: list[str]) -> list[tuple[Features, dict[str, float]]]:
+        """(Features, timings) of each image (a path or an array), in order: read, then through the front-end."""
+        from trt.features.image import read_image
+
+        if not images:
+            return []
+        front_end = self.front_end
+        arrays, read_times = [], []
+        for image, name in zip(images, names):
+            start = time.perf_counter()
             try:
-                item = self.extract(item)
+                arrays.append(read_image(image) if isinstance(image, (str, Path)) else image)
             except ImageError as error:
                 raise ImageError(f"{name}: {error}") from None
-        return check_features(item, name, *self.layout)
+            read_times.append(time.perf_counter() - start)
+        extract_batch = getattr(front_end, "extract_batch", None)
+        if extract_batch is not None:
+            extracted = extract_batch(arrays, names)
+        else:
+            extracted = []
+            for array, name in zip(arrays, names):
+                start = time.perf_counter()
+                try:
+                    found = front_end(array)
+                except ImageError as error:
+                    raise ImageError(f"{name}: {error}") from None
+                extracted.append((found, {"extract": time.perf_counter() - start}))
+        return [(found, {**timings, "extract": timings["extract"] + read})
+                for (found, timings), read in zip(extracted, read_times)]
 
     def _limit(self, features: Features, side: int) -> Features:
         """Keep the strongest keypoints: at most ``max_num_keypoints``, and no more than a profile holds."""
@@ -309,9 +402,8 @@ class Matcher:
 
     def _run_batch(self, pairs: list[tuple[Features, Features]], profile: Profile) -> list[MatchResult]:
         """One engine call for pairs that ``profile`` holds; padding pairs repeat the last one."""
-        n0 = max(len(f0) for f0, _ in pairs)
-        n1 = max(len(f1) for _, f1 in pairs)
-        batch, n0, n1 = profile.padded(len(pairs), n0, n1)
+        dims = profile.padded(keypoint_dims(len(pairs), max(len(f0) for f0, _ in pairs), max(len(f1) for _, f1 in pairs)))
+        batch, n0, n1 = dims[BATCH], dims[KEYPOINTS0], dims[KEYPOINTS1]
         padded = list(pairs) + [pairs[-1]] * (batch - len(pairs))
         start = time.perf_counter()
         outputs = self.runner.infer(pack_pairs(padded, n0, n1, self.threshold))
@@ -327,7 +419,11 @@ class Matcher:
 
     # -- lifetime ----------------------------------------------------------------------------------------
     def close(self) -> None:
-        self.runner.deactivate()
+        try:
+            self.runner.deactivate()
+        finally:
+            if self.extractor_runner is not None:
+                self.extractor_runner.deactivate()
 
     def __enter__(self) -> "Matcher":
         return self
@@ -336,19 +432,90 @@ class Matcher:
         self.close()
 
 
-def engine_summary(engine: Path, manifest, onnx_path: Optional[Path]) -> dict:
-    """What a result says of the engine it came from (JSON-ready)."""
-    summary = {"engine": str(engine), "onnx": str(onnx_path) if onnx_path else None, "manifest": manifest is not None}
+def choose_backend(requested: str, *manifests: Optional[Manifest]) -> tuple[str, Optional[str]]:
+    """(backend, why) for a requested backend and the manifests of the engines to serve together (a matcher
+    and its extractor run on one backend): "auto" takes TensorRT where it can run every one of them, else
+    ONNX Runtime; why (the reason TensorRT cannot) is None unless "auto" fell back."""
+    if requested not in BACKENDS:
+        raise UserError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested, None
+    for manifest in manifests:
+        reason = tensorrt_unavailable(manifest)
+        if reason:
+            return "onnxruntime", reason
+    return "tensorrt", None
+
+
+def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: str, onnx: Optional[Path],
+                cuda_graphs: bool, flag: str) -> tuple[Runner, Optional[Path]]:
+    """(runner, source ONNX) serving ``engine`` on ``backend``: the engine on TensorRT, else its source ONNX
+    (``onnx`` if given, else the manifest's), checked against the engine, within its profiles. Without an
+    engine, ``onnx`` alone on ONNX Runtime. ``flag``: the command-line flag that names the ONNX."""
+    if backend == "tensorrt":
+        if engine is None:
+            raise UserError(f"TensorRT runs engines, and only an ONNX was given ({onnx}): build its engine with "
+                            "build_engine.py and pass it, or use --backend onnxruntime")
+        runner = TensorRTSession(engine, onnx=onnx, cuda_graphs=cuda_graphs)
+        return runner, runner.onnx_path
+    profiles = None
+    if engine is not None:
+        read_engine(engine, manifest)  # a missing, truncated or replaced engine is an error here too
+        onnx = source_onnx_path(engine, manifest, onnx)
+        if onnx is None:
+            raise UserError(f"engine {engine} has no manifest naming its source ONNX: pass it with {flag}")
+        check_source_onnx(onnx, manifest, required=True, flag=flag)
+        profiles = profiles_from_manifest(manifest) if manifest is not None else None
+    return OnnxRuntimeSession(onnx, profiles=profiles), onnx
+
+
+def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],
+                            given: Optional[Path]) -> tuple[Optional[Path], Optional[Manifest]]:
+    """(extractor engine, its manifest) to serve with the matcher ``engine``: ``given``, else the one the
+    matcher's manifest names (relative to it), which must be the very file it was linked to; (None, None)
+    when there is none. An engine whose manifest describes no extractor is refused."""
+    if given is None:
+        record = manifest.extractor_engine if manifest is not None else None
+        if record is None:
+            return None, None
+        given = Path(engine).parent / record["file"]
+        if not given.is_file():
+            raise EngineError(f"engine {engine} is linked to the extractor engine {given}, which is missing: put it "
+                              "back (make engine builds it beside the matcher engine) or pass --extractor-engine")
+        if sha256_file(given) != record["sha256"]:
+            raise EngineError(f"the extractor engine {given} is not the one engine {engine} was linked to (sha256 "
+                              f"differs): rebuild the matcher engine with --extractor-engine {given}, or pass "
+                              "--extractor-engine to serve it anyway")
+    extractor_manifest = load_manifest(given)
+    if extractor_manifest is not None and extractor_manifest.extractor_network is None:
+        raise ContractError(f"{given} is not a feature extractor engine (its manifest records no extractor network): "
+                            "give the extractor engine build_engine.py made from export.py --extractor_path")
+    return given, extractor_manifest
+
+
+def _sum_timings(timings) -> dict[str, float]:
+    """Stage-wise sums of timing dicts."""
+    total: dict[str, float] = {}
+    for timing in timings:
+        for stage, seconds in timing.items():
+            total[stage] = total.get(stage, 0.0) + seconds
+    return total
+
+
+def engine_summary(engine: Optional[Path], manifest, onnx_path: Optional[Path]) -> dict:
+    """What a result says of the engine it came from (JSON-ready); ``engine`` None for a bare ONNX."""
+    summary = {"engine": str(engine) if engine else None, "onnx": str(onnx_path) if onnx_path else None,
+               "manifest": manifest is not None}
     if manifest is not None:
+        ranges = ("batch", "keypoints0", "keypoints1") if manifest.extractor_network is None else ("batch", "height", "width")
         summary.update(
             builder=manifest.builder,
             target=manifest.target,
             precision=manifest.precision,
             engine_sha256=manifest.engine.get("sha256"),
-            profiles=[
-                {"name": p.name, "batch": p.batch, "keypoints0": p.keypoints0, "keypoints1": p.keypoints1}
-                for p in manifest.profiles
-            ],
+            profiles=[{"name": p.name, **{key: getattr(p, key) for key in ranges}} for p in manifest.profiles],
             created=manifest.created,
         )
+        if manifest.extractor_network is not None:
+            summary["network"] = manifest.extractor_network
     return summary

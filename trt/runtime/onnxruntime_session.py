@@ -1,8 +1,9 @@
-"""ONNX Runtime backend: runs the matcher ONNX (an engine's source model) where TensorRT cannot run.
+"""ONNX Runtime backend: runs a matcher or extractor ONNX (an engine's source model) where TensorRT cannot run.
 
-Same interface as the TensorRT session. Given the profiles of the engine it stands in for, it takes
-the same requests the engine would (and refuses the same ones), so results and batching do not depend
-on the backend; without them it takes any shape (``Profile.dynamic``).
+Same interface as the TensorRT session; the contract (matcher or extractor) is read from the model.
+Given the profiles of the engine it stands in for, it takes the same requests the engine would (and
+refuses the same ones), so results and batching do not depend on the backend; without them it takes
+any shape (the contract's ``dynamic_profile``).
 """
 
 import os
@@ -10,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from trt.contract import OUTPUT_NAMES, infer_layout, input_specs
-from trt.errors import ContractError, EngineError
-from trt.runtime.base import Profile, Runner
+from trt.errors import EngineError
+from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 
 
 def physical_cores() -> int:
@@ -35,7 +35,7 @@ def physical_cores() -> int:
 
 
 class OnnxRuntimeSession(Runner):
-    """The matcher ONNX on ONNX Runtime (CPU by default): ``with OnnxRuntimeSession(path) as s: s.infer(feeds)``.
+    """A matcher or extractor ONNX on ONNX Runtime (CPU by default): ``with OnnxRuntimeSession(path) as s: s.infer(feeds)``.
 
     ``profiles``: the engine's profiles when standing in for one, else any shape is taken.
     ``providers``: ONNX Runtime execution providers, CPU when None. Session options: intra-op threads
@@ -51,7 +51,7 @@ class OnnxRuntimeSession(Runner):
         providers: Optional[Sequence[str]] = None,
         threads: Optional[int] = None,
     ):
-        super().__init__(f"ONNX Runtime session of {onnx_path}", profiles=list(profiles) if profiles else [Profile.dynamic()])
+        super().__init__(f"ONNX Runtime session of {onnx_path}", profiles=profiles)
         self.onnx_path = Path(onnx_path)
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
         self.threads = threads or physical_cores()
@@ -69,20 +69,17 @@ class OnnxRuntimeSession(Runner):
             session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise EngineError(f"ONNX Runtime cannot load {self.onnx_path}: {error}") from error
-        inputs = session.get_inputs()
-        descriptor_dim, scale_ori = infer_layout([i.name for i in inputs], {i.name: tuple(i.shape) for i in inputs})
-        outputs = {o.name for o in session.get_outputs()}
-        missing = [name for name in OUTPUT_NAMES if name not in outputs]
-        if missing:
-            raise ContractError(f"{self.onnx_path} lacks the matcher outputs {', '.join(missing)}")
-        self.input_specs = input_specs(descriptor_dim, scale_ori)
+        inputs = {i.name: tuple(i.shape) for i in session.get_inputs()}
+        outputs = {o.name: tuple(o.shape) for o in session.get_outputs()}
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        self.contract = contract_from_io(inputs, outputs, network_settings(self.metadata), str(self.onnx_path))
         self._session = session
 
     def infer_impl(self, feeds, profile_index):
         start = time.perf_counter()
-        values = self._session.run(OUTPUT_NAMES, feeds)
-        return dict(zip(OUTPUT_NAMES, values)), {"compute": time.perf_counter() - start}
+        names = self.contract.output_names
+        values = self._session.run(names, feeds)
+        return dict(zip(names, values)), {"compute": time.perf_counter() - start}
 
     def deactivate_impl(self) -> None:
         self._session = None

@@ -12,7 +12,8 @@ that says to rebuild rather than in a crash inside TensorRT:
 
 An engine without a manifest (built by ``trtexec``) is tried with every installed runtime, with a
 warning that versions could not be checked: its inputs, dtypes and profiles are read from the engine
-itself and must follow the matcher contract.
+itself and must follow the matcher or the extractor contract (an extractor's network settings, which
+an engine does not hold, then come from its source ONNX's metadata).
 
 Execution model, chosen for use from worker threads: one *slot* per optimization profile, made once
 at activation, holding an execution context bound to that profile (holding activation memory for that
@@ -46,13 +47,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from trt.contract import OUTPUT_SPECS, TensorSpec, concrete_shape, infer_layout, input_specs
+from trt.contract import TensorSpec, concrete_shape
 from trt.engine.backends import BACKENDS, Backend, make_logger
 from trt.engine.manifest import Manifest, load_manifest, manifest_path
 from trt.errors import ContractError, EngineError, UserError
 from trt.fileio import sha256_file, write_bytes_atomic
 from trt.gpu import cuda_devices
-from trt.runtime.base import Profile, Runner
+from trt.runtime.base import (Profile, Runner, contract_from_io, contract_from_manifest, describe_dims,
+                              manifest_network_settings, network_settings)
 
 REBUILD = "rebuild it on this machine with build_engine.py"
 
@@ -142,23 +144,25 @@ def source_onnx_path(engine_path: Path, manifest: Optional[Manifest], onnx: Opti
     return next((path for path in candidates if path.is_file()), candidates[0])
 
 
-def check_source_onnx(onnx_path: Optional[Path], manifest: Optional[Manifest], required: bool) -> None:
+def check_source_onnx(onnx_path: Optional[Path], manifest: Optional[Manifest], required: bool,
+                      flag: str = "--onnx") -> None:
     """The ONNX must be the one the engine was built from (when the manifest records its sha256).
 
-    ``required``: whether a missing file is an error (it is when the ONNX is to be run in the engine's place).
+    ``required``: whether a missing file is an error (it is when the ONNX is to be run in the engine's place);
+    ``flag``: the command-line flag that names it, for the messages.
     """
     if onnx_path is not None and Path(onnx_path).is_dir():
         raise EngineError(f"the engine's source ONNX {onnx_path} is a folder, not an ONNX file")
     if onnx_path is None or not Path(onnx_path).is_file():
         if required:
             where = f" at {onnx_path}" if onnx_path is not None else ""
-            raise EngineError(f"the engine's source ONNX{where} is missing: pass the matcher ONNX explicitly (--onnx)")
+            raise EngineError(f"the engine's source ONNX{where} is missing: pass it explicitly ({flag})")
         return
     expected = manifest.onnx.get("sha256") if manifest is not None else None
     if expected and sha256_file(onnx_path) != expected:
         raise EngineError(
             f"{onnx_path} is not the ONNX the engine was built from (sha256 differs): rebuild the engine from it, "
-            "or pass the original with --onnx"
+            f"or pass the original with {flag}"
         )
 
 
@@ -245,36 +249,33 @@ def tensorrt_unavailable(manifest: Optional[Manifest]) -> Optional[str]:
 
 @dataclass(frozen=True)
 class EngineIO:
-    """What an engine says of itself: I/O dtypes and shapes (-1 for dynamic) and its profiles."""
+    """What an engine says of itself: I/O dtypes and shapes (-1 for dynamic), its contract and profiles."""
 
     inputs: dict  # name -> (numpy dtype, shape)
     outputs: dict
+    contract: object  # MatcherContract or ExtractorContract
     profiles: list[Profile]
-    descriptor_dim: int
-    scale_ori: bool
 
 
-def read_engine_io(engine, trt) -> EngineIO:
-    """Read I/O tensors and profiles from a deserialized engine; a ContractError unless it is a matcher."""
+def read_engine_io(engine, trt, settings: Callable[[], dict] = dict) -> EngineIO:
+    """Read I/O tensors, contract and profiles from a deserialized engine; a ContractError unless it is a
+    matcher or an extractor. ``settings``: gives an extractor's network settings (asked for an extractor
+    only: an engine does not hold them)."""
     inputs, outputs = {}, {}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         record = (np.dtype(trt.nptype(engine.get_tensor_dtype(name))), tuple(engine.get_tensor_shape(name)))
         (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs)[name] = record
-    shapes = {name: tuple(d if d >= 0 else None for d in shape) for name, (_, shape) in inputs.items()}
-    try:
-        descriptor_dim, scale_ori = infer_layout(list(inputs), shapes)
-    except ContractError as error:
-        raise ContractError(f"the engine cannot be served as a LightGlue matcher: {error}") from None
-    missing = [spec.name for spec in OUTPUT_SPECS if spec.name not in outputs]
-    if missing:
-        raise ContractError(f"the engine cannot be served as a LightGlue matcher: it lacks the outputs {', '.join(missing)}")
-    for spec in [*input_specs(descriptor_dim, scale_ori), *OUTPUT_SPECS]:
+    shapes = {name: tuple(d if d >= 0 else None for d in shape) for name, (_, shape) in {**inputs, **outputs}.items()}
+    contract = contract_from_io({name: shapes[name] for name in inputs}, {name: shapes[name] for name in outputs},
+                                settings() if "image" in inputs else {}, "the engine")
+    for spec in [*contract.inputs, *contract.outputs]:
         dtype = (inputs.get(spec.name) or outputs[spec.name])[0]
         if not compatible_dtype(dtype, spec.dtype):
-            raise ContractError(f"engine tensor {spec.name} is {dtype}, the matcher contract needs {spec.dtype}")
-    profiles = profiles_from_engine(lambda name, i: engine.get_tensor_profile_shape(name, i), engine.num_optimization_profiles)
-    return EngineIO(inputs, outputs, profiles, descriptor_dim, scale_ori)
+            raise ContractError(f"engine tensor {spec.name} is {dtype}, the {contract.kind} contract needs {spec.dtype}")
+    profiles = profiles_from_engine(lambda name, i: engine.get_tensor_profile_shape(name, i),
+                                    engine.num_optimization_profiles, contract)
+    return EngineIO(inputs, outputs, contract, profiles)
 
 
 def compatible_dtype(engine_dtype: np.dtype, contract_dtype: np.dtype) -> bool:
@@ -282,20 +283,14 @@ def compatible_dtype(engine_dtype: np.dtype, contract_dtype: np.dtype) -> bool:
     return engine_dtype == contract_dtype or (engine_dtype.kind == "f" and contract_dtype.kind == "f")
 
 
-def profiles_from_engine(profile_shape: Callable[[str, int], list], count: int) -> list[Profile]:
-    """Profiles from ``profile_shape(name, index) -> [min, opt, max]`` of ``kpts0`` and ``kpts1``."""
+def profiles_from_engine(profile_shape: Callable[[str, int], list], count: int, contract) -> list[Profile]:
+    """Profiles from ``profile_shape(name, index) -> [min, opt, max]`` of the inputs that carry the
+    contract's dimensions (``contract.axes``)."""
     profiles = []
     for index in range(count):
-        kpts0 = [tuple(s) for s in profile_shape("kpts0", index)]
-        kpts1 = [tuple(s) for s in profile_shape("kpts1", index)]
-        profiles.append(
-            Profile(
-                f"profile{index}",
-                tuple(s[0] for s in kpts0),
-                tuple(s[1] for s in kpts0),
-                tuple(s[1] for s in kpts1),
-            )
-        )
+        shapes = {name: [tuple(s) for s in profile_shape(name, index)] for name in {n for n, _ in contract.axes.values()}}
+        ranges = {symbol: tuple(shape[axis] for shape in shapes[name]) for symbol, (name, axis) in contract.axes.items()}
+        profiles.append(Profile.from_ranges(f"profile{index}", ranges))
     return profiles
 
 
@@ -304,8 +299,8 @@ def profiles_from_manifest(manifest: Manifest) -> list[Profile]:
 
 
 def buffer_shapes(specs: list[TensorSpec], profile: Profile) -> dict[str, tuple[int, ...]]:
-    """Shape of each tensor's buffers: the contract's shape at the profile's largest (B, N0, N1)."""
-    return {spec.name: concrete_shape(spec, *profile.max_shape) for spec in specs}
+    """Shape of each tensor's buffers: the contract's shape at the profile's largest dimensions."""
+    return {spec.name: concrete_shape(spec, profile.max_dims) for spec in specs}
 
 
 # -- the session ---------------------------------------------------------------------------------------
@@ -322,16 +317,17 @@ class _Slot:
     events: list  # pycuda Events: start, inputs copied, computed, outputs copied
     host: dict  # name -> page-locked flat numpy array (max size)
     device: dict  # name -> pycuda DeviceAllocation (max size)
-    shape: Optional[tuple[int, int, int]] = None  # the (B, N0, N1) every request runs at (CUDA graphs)
+    shape: Optional[dict[str, int]] = None  # the dimensions every request runs at (CUDA graphs): the opt
     lock: threading.Lock = field(default_factory=threading.Lock)
     graph: object = None  # executable CUDA graph of one enqueue, captured by the session (full TensorRT)
     capture_tried: bool = False  # a slot whose capture failed runs without a graph from then on
 
 
 class TensorRTSession(Runner):
-    """A matcher engine on TensorRT: ``with TensorRTSession("sift.engine") as s: s.infer(feeds)``.
+    """A matcher or extractor engine on TensorRT: ``with TensorRTSession("sift.engine") as s: s.infer(feeds)``.
 
-    ``onnx``: the source ONNX, checked against the manifest when present (default: the manifest's).
+    ``onnx``: the source ONNX, checked against the manifest when present (default: the manifest's); an
+    extractor engine without a manifest reads its network settings from it.
     ``device``: CUDA device ordinal. ``cuda_graphs``: each profile runs at its opt shape and replays one
     CUDA graph (see the module docstring). The engine file and manifest are checked at construction;
     TensorRT, pycuda and the GPU are touched only by ``activate``.
@@ -345,7 +341,7 @@ class TensorRTSession(Runner):
         self._data = read_engine(self.engine_path, self.manifest, deserialized=True)
         self.onnx_path = source_onnx_path(self.engine_path, self.manifest, onnx)
         check_source_onnx(self.onnx_path, self.manifest, required=False)
-        profiles = specs = None
+        profiles = contract = None
         if self.manifest is None:
             warnings.warn(
                 f"engine {self.engine_path} has no manifest (built by trtexec?): its TensorRT version and "
@@ -354,10 +350,8 @@ class TensorRTSession(Runner):
             )
         else:
             profiles = profiles_from_manifest(self.manifest)
-            if self.manifest.descriptor_dim is None:
-                raise ContractError(f"engine {self.engine_path} is not a LightGlue matcher (its manifest has no matcher layout)")
-            specs = input_specs(self.manifest.descriptor_dim, bool(self.manifest.scale_ori))
-        super().__init__(f"TensorRT session of {self.engine_path}", specs, profiles)
+            contract = contract_from_manifest(self.manifest, f"engine {self.engine_path}")
+        super().__init__(f"TensorRT session of {self.engine_path}", contract, profiles)
         self.device = device
         self.cuda_graphs = cuda_graphs
         self.runtime_version = None
@@ -427,10 +421,12 @@ class TensorRTSession(Runner):
     def _load(self, backends: list[Backend]) -> None:
         self._backend, self._engine = self._deserialize(backends)
         self.runtime_version = f"{self._backend.name} {self._backend.version}"
-        io = read_engine_io(self._engine, self._backend.module)
+        io = read_engine_io(self._engine, self._backend.module, self._network_settings)
         if self.manifest is None:
-            self.profiles = io.profiles
-            self.input_specs = input_specs(io.descriptor_dim, io.scale_ori)
+            self.profiles, self.contract = io.profiles, io.contract
+        elif io.contract != self.contract:
+            raise EngineError(f"engine {self.engine_path} is a {io.contract.describe()}, but its manifest records a "
+                              f"{self.contract.describe()}: {REBUILD}")
         elif len(io.profiles) != len(self.profiles) or any(
             a.ranges != b.ranges for a, b in zip(io.profiles, self.profiles)
         ):
@@ -453,6 +449,20 @@ class TensorRTSession(Runner):
             failures.append(f"{backend.name} {backend.version}: {'; '.join(logger.errors[-3:]) or 'no detail from TensorRT'}")
         raise EngineError(f"TensorRT cannot load engine {self.engine_path} ({' | '.join(failures)}): {REBUILD}")
 
+    def _network_settings(self) -> dict:
+        """An extractor engine's network settings: its manifest's, else its source ONNX's metadata."""
+        if self.manifest is not None:
+            return manifest_network_settings(self.manifest)
+        if self.onnx_path is None or not self.onnx_path.is_file():
+            raise ContractError(f"extractor engine {self.engine_path} has no manifest: its network's stride and padding "
+                                "come from its source ONNX, which is not given (--extractor-onnx)")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        return network_settings(session.get_modelmeta().custom_metadata_map)
+
     def _load_runtime_cache(self):
         """The runtime's kernel cache, filled from ``runtime_cache_path`` when that file fits this GPU and version."""
         cache = self._backend.create_runtime_cache(self._engine)
@@ -472,7 +482,7 @@ class TensorRTSession(Runner):
 
     def _make_slot(self, index: int, profile: Profile) -> _Slot:
         cuda, engine = self._cuda, self._engine
-        shape = profile.opt_shape if self.cuda_graphs else None
+        shape = profile.opt_dims if self.cuda_graphs else None
         context, keep_alive = self._backend.create_execution_context(
             engine, self._runtime_cache, fixed_shapes=shape is not None, cuda_graphs=self.cuda_graphs)
         if context is None:
@@ -483,7 +493,7 @@ class TensorRTSession(Runner):
         stream.synchronize()
         host, device = {}, {}
         sized_for = profile.at_opt() if shape is not None else profile
-        for name, tensor_shape in buffer_shapes([*self.input_specs, *OUTPUT_SPECS], sized_for).items():
+        for name, tensor_shape in buffer_shapes([*self.contract.inputs, *self.contract.outputs], sized_for).items():
             host[name] = cuda.pagelocked_empty(int(np.prod(tensor_shape)), self._dtypes[name])
             device[name] = cuda.mem_alloc(max(host[name].nbytes, 1))
             if not context.set_tensor_address(name, int(device[name])):
@@ -508,11 +518,11 @@ class TensorRTSession(Runner):
     def _run(self, slot: _Slot, feeds: dict[str, np.ndarray]):
         cuda, context, stream = self._cuda, slot.context, slot.stream
         if slot.shape is not None:
-            expected = {spec.name: concrete_shape(spec, *slot.shape) for spec in self.input_specs}
+            expected = {spec.name: concrete_shape(spec, slot.shape) for spec in self.contract.inputs}
             if any(feeds[name].shape != shape for name, shape in expected.items()):
                 raise ContractError(
-                    f"with CUDA graphs, profile {slot.profile.name} runs at its opt shape only (B, N0, N1) = "
-                    f"{slot.shape}: pad requests to it (Matcher does)")
+                    f"with CUDA graphs, profile {slot.profile.name} runs at its opt shape only ({describe_dims(slot.shape)}): "
+                    "pad requests to it (Matcher does)")
         start, copied_in, computed, copied_out = slot.events
         staged = {}
         for name, array in feeds.items():
@@ -520,7 +530,7 @@ class TensorRTSession(Runner):
                 raise ContractError(f"TensorRT refused shape {array.shape} for input {name}")
             staged[name] = slot.host[name][: array.size].reshape(array.shape)
             np.copyto(staged[name], array, casting="same_kind")
-        shapes = {spec.name: tuple(context.get_tensor_shape(spec.name)) for spec in OUTPUT_SPECS}
+        shapes = {spec.name: tuple(context.get_tensor_shape(spec.name)) for spec in self.contract.outputs}
         unknown = [f"{name} {shape}" for name, shape in shapes.items() if any(d < 0 for d in shape)]
         if unknown:
             raise EngineError(f"TensorRT gives no shape for the outputs {', '.join(unknown)} of {self.engine_path}: "
@@ -539,7 +549,7 @@ class TensorRTSession(Runner):
         copied_out.record(stream)
         copied_out.synchronize()
 
-        outputs = {spec.name: results[spec.name].astype(spec.dtype, copy=True) for spec in OUTPUT_SPECS}
+        outputs = {spec.name: results[spec.name].astype(spec.dtype, copy=True) for spec in self.contract.outputs}
         timings = {
             "h2d": copied_in.time_since(start) / 1e3,
             "compute": computed.time_since(copied_in) / 1e3,

@@ -113,14 +113,17 @@ test:
 	$(PYTHON) -m pytest -q -ra --durations=15
 
 # Latency of every backend side by side (ONNX Runtime, TensorRT where a GPU is, our torch module, kornia's
-# reference), the SIFT front-end against bare OpenCV, and engine build time per profile count.
+# reference), the SIFT front-end against bare OpenCV, and engine build time per profile count; the learned
+# extractors per image size (ONNX Runtime, TensorRT, our torch module, kornia's ALIKED and DISK).
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
 	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-random0.onnx
+	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
 
-# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
+# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16;
+# a learned EXTRACTOR (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
 eval:
-	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR)
+	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

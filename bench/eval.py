@@ -5,6 +5,7 @@ scaled Sacre-Coeur similarities), per weights, precision and backend. The work i
     python bench/eval.py                                        # preset "standard" into out/eval/
     python bench/eval.py --preset smoke --output-dir /tmp/eval  # one pair
     python bench/eval.py --weights weights/sift_lightglue.pth --precisions fp32
+    python bench/eval.py --extractors sift aliked                # ALIKED beside SIFT (make eval EXTRACTOR=aliked)
 """
 
 import argparse
@@ -17,6 +18,7 @@ from trt.cli import run  # noqa: E402
 from trt.evaluation.runs import add_run_arguments  # noqa: E402
 from trt.evaluation.datasets import PRESETS  # noqa: E402
 from trt.evaluation.eval import BACKENDS, OUTPUT_DIR, PRECISIONS, main  # noqa: E402
+from trt.extractors import DEFAULT_NETWORKS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,13 +29,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
                         help="default: onnxruntime, plus tensorrt where a GPU, TensorRT and pycuda exist")
+    parser.add_argument("--extractors", nargs="+", choices=["sift", *DEFAULT_NETWORKS], default=["sift"],
+                        help="feature types, side by side (learned ones with their official checkpoint, from weights/ "
+                             "or the shared data's aliked/); default: sift")
     return parser.parse_args(argv)
 
 
 def cli(argv=None) -> Path:
     args = parse_args(argv)
     path = main(args.preset, args.data_dir, args.output_dir, weights=args.weights, models_dir=args.models_dir,
-                precisions=args.precisions, backends=args.backends, overwrite=args.overwrite)
+                precisions=args.precisions, backends=args.backends, overwrite=args.overwrite, extractors=args.extractors)
     print(f"wrote {path}")
     return path
 

@@ -3,12 +3,14 @@
     python bench/eval.py                                   # preset "standard" (20 pairs), out/eval/
     python bench/eval.py --preset smoke --output-dir /tmp/eval
 
-Runs: the hand-set nearest-neighbour weights always, and the trained weights when
-``weights/sift_lightglue.pth`` (or ``--weights``) is the official file; each as the FP32 ONNX and its
-mixed-FP16 variant (``trt.onnx.fp16``), on ONNX Runtime through ``Matcher``, and as TensorRT engines
-where a CUDA GPU, TensorRT and pycuda exist. Exports and engines are cached in ``models_dir`` and
-reused. SIFT features are extracted once per image (the preset's ``max_num_keypoints`` and
-``resize``), so every run matches the same features.
+Runs, per extractor (SIFT, and learned ones asked for, such as ALIKED): the hand-set nearest-neighbour
+weights always, and the trained weights when ``weights/<extractor>_lightglue.pth`` (or, for SIFT,
+``--weights``) is the official file; each as the FP32 ONNX and its mixed-FP16 variant (``trt.onnx.fp16``),
+on ONNX Runtime through ``Matcher``, and as TensorRT engines where a CUDA GPU, TensorRT and pycuda
+exist. Exports and engines are cached in ``models_dir`` and reused. Features are extracted once per
+image and extractor (the preset's ``max_num_keypoints`` and ``resize``), so every run of an extractor
+matches the same features: SIFT on the host, a learned extractor as its FP32 ONNX (the official
+checkpoint, from ``weights/`` or the shared data) on ONNX Runtime through ``trt.features.learned``.
 
 Metrics (``trt.evaluation.metrics``), per dataset:
 
@@ -20,7 +22,8 @@ Metrics (``trt.evaluation.metrics``), per dataset:
 
 Writes ``eval-<preset>.json`` (summaries and per-pair records) and one picture per dataset,
 ``matches-<dataset>.png``: its first pair, matched by the first run (the trained weights' where they
-are here), lines green where the match is within 3 px of the ground truth and red elsewhere.
+are here), lines green where the match is within 3 px of the ground truth and red elsewhere. With
+several extractors, a table puts them side by side (``format_comparison``).
 
 The hand-set nearest-neighbour weights make the transformer the identity, so their FP16 variant gives
 the same matches as FP32; only the trained weights test what FP16 costs in accuracy.
@@ -35,7 +38,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from trt.errors import UserError
-from trt.evaluation.runs import MatcherWeights, cached_engine, cached_onnx, machine_info, trained_weights, write_json
+from trt.evaluation.runs import (
+    MatcherWeights,
+    cached_engine,
+    cached_extractor_onnx,
+    cached_onnx,
+    machine_info,
+    official_extractor_weights,
+    trained_weights,
+    write_json,
+)
 from trt.evaluation.datasets import Dataset, Pair, get_preset, load_datasets
 from trt.evaluation.metrics import (
     AUC_THRESHOLDS_PX,
@@ -47,7 +59,7 @@ from trt.evaluation.metrics import (
     similarity_errors,
     transfer_errors,
 )
-from trt.extractors import get_extractor
+from trt.extractors import get_extractor, get_network
 
 OUTPUT_DIR = Path("out/eval")
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -59,10 +71,11 @@ class Run:
     weights: MatcherWeights
     precision: str
     backend: str
+    extractor: str = "sift"
 
     @property
     def name(self) -> str:
-        return f"{self.weights.tag}-{self.precision}-{self.backend}"
+        return f"{self.extractor}-{self.weights.tag}-{self.precision}-{self.backend}"
 
 
 # -- metrics of one pair and of a dataset ------------------------------------------------------------------
@@ -113,14 +126,15 @@ def dataset_summary(kind: str, pairs: list[dict]) -> dict:
 # -- runs ------------------------------------------------------------------------------------------------
 
 
-def plan_runs(weights: list[MatcherWeights], precisions: Sequence[str], backends: Sequence[str]) -> list[Run]:
+def plan_runs(weights: list[MatcherWeights], precisions: Sequence[str], backends: Sequence[str],
+              extractor: str = "sift") -> list[Run]:
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     for backend in backends:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
-    return [Run(w, p, b) for w in weights for p in precisions for b in backends]
+    return [Run(w, p, b, extractor) for w in weights for p in precisions for b in backends]
 
 
 def open_matcher(run: Run, models_dir: Path, overwrite: bool):
@@ -129,20 +143,38 @@ def open_matcher(run: Run, models_dir: Path, overwrite: bool):
     from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 
     if run.backend == "onnxruntime":
-        onnx = cached_onnx(models_dir, "sift", run.weights, run.precision, overwrite)
-        return Matcher(OnnxRuntimeSession(onnx), extractor="sift", summary={"onnx": str(onnx)})
-    onnx = cached_onnx(models_dir, "sift", run.weights, "fp32", overwrite)
+        onnx = cached_onnx(models_dir, run.extractor, run.weights, run.precision, overwrite)
+        return Matcher(OnnxRuntimeSession(onnx), extractor=run.extractor, summary={"onnx": str(onnx)})
+    onnx = cached_onnx(models_dir, run.extractor, run.weights, "fp32", overwrite)
     return Matcher.from_engine(cached_engine(onnx, run.precision, overwrite), backend="tensorrt")
 
 
-def extract_all(datasets: list[Dataset], preset: dict) -> dict:
-    """SIFT features of every image of the preset, once each (path -> Features)."""
+def extract_all(datasets: list[Dataset], preset: dict, extractor: str = "sift", models_dir: Optional[Path] = None,
+                data_dir: Optional[Path] = None, overwrite: bool = False) -> tuple[dict, dict]:
+    """Features of every image of the preset, once each: ({path: Features}, what made them). SIFT on the
+    host; a learned extractor's official checkpoint (``official_extractor_weights``) as ONNX on ONNX Runtime."""
     from trt.features.image import read_image
-    from trt.features.sift import SIFT
 
-    sift = SIFT(max_num_keypoints=preset["max_num_keypoints"], resize=preset["resize"])
-    paths = dict.fromkeys(path for dataset in datasets for pair in dataset.pairs for path in (pair.image0, pair.image1))
-    return {path: sift(read_image(path)) for path in paths}
+    paths = list(dict.fromkeys(path for dataset in datasets for pair in dataset.pairs for path in (pair.image0, pair.image1)))
+    if extractor == "sift":
+        from trt.features.sift import SIFT
+
+        sift = SIFT(max_num_keypoints=preset["max_num_keypoints"], resize=preset["resize"])
+        return {path: sift(read_image(path)) for path in paths}, {"extractor": "sift", "front_end": "OpenCV SIFT"}
+    from trt.features.learned import LearnedExtractor
+    from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+
+    network = get_network(extractor)
+    weights = official_extractor_weights(network, data_dir)
+    if weights is None:
+        raise UserError(f"no official {network.weights_filename} in weights/ or {data_dir}/aliked: {extractor} is evaluated "
+                        f"with its trained network only (download {network.weights_url})")
+    onnx = cached_extractor_onnx(models_dir, weights, overwrite)
+    with OnnxRuntimeSession(onnx) as runner:
+        front_end = LearnedExtractor(runner, resize=preset["resize"], max_num_keypoints=preset["max_num_keypoints"])
+        extracted = front_end.extract_batch([read_image(path) for path in paths], [str(path) for path in paths])
+    made = {"extractor": extractor, "network": network.name, "weights": str(weights.path), "onnx": onnx}
+    return {path: features for path, (features, _) in zip(paths, extracted)}, made
 
 
 def evaluate_run(run: Run, datasets: list[Dataset], features: dict, models_dir: Path,
@@ -185,6 +217,30 @@ def _num(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def format_comparison(record: dict) -> Optional[str]:
+    """The extractors side by side, one column each, for the runs they share (weights, precision, backend);
+    None with a single extractor."""
+    extractors = [made["extractor"] for made in record["extractors"]]
+    if len(extractors) < 2:
+        return None
+    runs = {run["run"]: run for run in record["runs"]}
+    shared = [name.split("-", 1)[1] for name in runs if name.startswith(f"{extractors[0]}-")
+              and all(f"{e}-{name.split('-', 1)[1]}" in runs for e in extractors)]
+    lines = []
+    for setting in shared:
+        lines.append(f"side by side ({setting}): {' | '.join(extractors)}")
+        for dataset in record["datasets"]:
+            summaries = [runs[f"{e}-{setting}"]["datasets"][dataset["name"]]["summary"] for e in extractors]
+            cells = []
+            for s in summaries:
+                geometry = (f"corner med {_num(s['corner_error_median_px'])} px, AUC@3px {s['auc']['3px']:.2f}"
+                            if dataset["kind"] == "homography" else
+                            f"rot med {_num(s['rotation_error_median_deg'], 3)} deg, fail {s['failed']}")
+                cells.append(f"{s['matches_mean']:.0f} matches, P@3px {s['precision_mean']:.2f}, {geometry}")
+            lines.append(f"  {dataset['name']:<18} " + " | ".join(cells))
+    return "\n".join(lines)
+
+
 def format_table(record: dict) -> str:
     lines = []
     for dataset in record["datasets"]:
@@ -207,6 +263,8 @@ def format_table(record: dict) -> str:
                 rotation = f"{_num(s['rotation_error_median_deg'], 3)}/{_num(s['rotation_error_mean_deg'], 3)}"
                 scale = f"{_num(s['scale_error_median'], 4)}/{_num(s['scale_error_mean'], 4)}"
                 lines.append(f"{head} {rotation:>17} {scale:>15} {s['failed']:>4}")
+    comparison = format_comparison(record)
+    lines += [comparison] if comparison else []
     lines += [f"note: {note}" for note in record["notes"]]
     return "\n".join(lines)
 
@@ -216,13 +274,15 @@ def format_table(record: dict) -> str:
 
 def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT_DIR,
          weights: Optional[Path] = None, models_dir: Optional[Path] = None, precisions: Sequence[str] = PRECISIONS,
-         backends: Optional[Sequence[str]] = None, overwrite: bool = False) -> Path:
+         backends: Optional[Sequence[str]] = None, overwrite: bool = False,
+         extractors: Sequence[str] = ("sift",)) -> Path:
     """Evaluate preset ``conf`` (a name, or a dict like ``datasets.PRESETS``'s); write
     ``eval-<name>.json`` and ``matches-<dataset>.png`` into ``output_dir``; return the JSON's path.
 
-    ``data_dir``: the shared data (default ``shared_data_dir()``); ``weights``: trained weights (default:
+    ``data_dir``: the shared data (default ``shared_data_dir()``); ``weights``: trained SIFT weights (default:
     ``weights/sift_lightglue.pth`` when official); ``models_dir``: export cache (default
-    ``output_dir/models``); ``backends``: default ONNX Runtime, plus TensorRT where it can run.
+    ``output_dir/models``); ``backends``: default ONNX Runtime, plus TensorRT where it can run;
+    ``extractors``: feature types to evaluate, side by side (SIFT and the learned ones with a network).
     """
     from trt.datasets import shared_data_dir
     from trt.runtime.onnxruntime_session import physical_cores
@@ -233,8 +293,10 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     output_dir = Path(output_dir)
     models_dir = Path(models_dir) if models_dir is not None else output_dir / "models"
     datasets = load_datasets(preset, data_dir)
-    trained, weights_note = trained_weights(get_extractor("sift"), weights)
-    notes = [weights_note]
+    for extractor in extractors:
+        if extractor != "sift":
+            get_network(extractor)  # an unknown or host-only feature type is refused before any work
+    notes = []
     reason = tensorrt_unavailable(None)
     if backends is None:
         backends = ["onnxruntime"] + ([] if reason else ["tensorrt"])
@@ -242,18 +304,23 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
             notes.append(f"TensorRT runs skipped: {reason}")
     elif "tensorrt" in backends and reason:
         raise UserError(f"cannot evaluate on TensorRT here: {reason}")
-    # The trained weights first where present: the pictures show the first run's matches.
-    runs = plan_runs(([trained] if trained else []) + [MatcherWeights.nearest_neighbour()], precisions, backends)
-
-    started = time.perf_counter()
-    features = extract_all(datasets, preset)
-    print(f"SIFT features of {len(features)} images in {time.perf_counter() - started:.1f} s",
-          file=sys.stderr, flush=True)
+    runs, features, made = [], {}, []
+    for extractor in dict.fromkeys(extractors):
+        trained, weights_note = trained_weights(get_extractor(extractor), weights if extractor == "sift" else None)
+        notes.append(f"{extractor}: {weights_note}")
+        # The trained weights first where present: the pictures show the first run's matches.
+        runs += plan_runs(([trained] if trained else []) + [MatcherWeights.nearest_neighbour()], precisions, backends,
+                          extractor)
+        started = time.perf_counter()
+        features[extractor], source = extract_all(datasets, preset, extractor, models_dir, data_dir, overwrite)
+        made.append(source)
+        print(f"{extractor} features of {len(features[extractor])} images in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr, flush=True)
     records, pictures = [], {}
     for run in runs:
         started = time.perf_counter()
         try:
-            record, firsts = evaluate_run(run, datasets, features, models_dir, overwrite)
+            record, firsts = evaluate_run(run, datasets, features[run.extractor], models_dir, overwrite)
         except UserError as error:
             if run.backend != "tensorrt":
                 raise
@@ -271,6 +338,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
         picture_paths[dataset.name] = draw_correctness(dataset.pairs[0], pictures[dataset.name], path)
     record = {
         "preset": preset,
+        "extractors": made,
         "machine": machine_info(physical_cores()),
         "datasets": [{"name": d.name, "kind": d.kind, "pairs": [p.name for p in d.pairs]} for d in datasets],
         "thresholds": {"precision_px": PRECISION_THRESHOLD_PX, "auc_px": list(AUC_THRESHOLDS_PX)},

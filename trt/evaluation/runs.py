@@ -1,8 +1,8 @@
 """What the benchmark (``trt.evaluation.bench``) and the evaluation (``trt.evaluation.eval``) share.
 
 Both steps are hloc-style: ``main(conf, inputs, output) -> Path``, with thin scripts in ``bench/``. Shared: which weights a
-run uses (``MatcherWeights``), exports cached under a models folder and reused when present
-(``cached_onnx``, ``cached_engine``), and a description of the machine for the JSON records.
+run uses (``MatcherWeights``, ``ExtractorWeights``), exports cached under a models folder and reused when present
+(``cached_onnx``, ``cached_extractor_onnx``, ``cached_engine``), and a description of the machine for the JSON records.
 
 This package is on the export side: it imports torch (lazily), the exporter and the engine builder.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from trt.errors import UserError
-from trt.extractors import Extractor
+from trt.extractors import Extractor, ExtractorNetwork
 from trt.fileio import sha256_file, write_text_atomic
 
 DEFAULT_WEIGHTS_DIR = Path("weights")
@@ -152,6 +152,65 @@ def _matches_weights(onnx_path: Path, extractor: str, weights: MatcherWeights) -
     if metadata.get("extractor") != extractor or metadata.get("weights_kind") != weights.kind:
         return False
     return weights.path is None or metadata.get("weights") == f"sha256:{sha256_file(weights.path)}"
+
+
+@dataclass(frozen=True)
+class ExtractorWeights:
+    """The weights of a learned extractor network: its official checkpoint (``path``) or seeded random ones."""
+
+    network: ExtractorNetwork
+    path: Optional[Path] = None
+    seed: Optional[int] = None
+
+    @property
+    def tag(self) -> str:
+        return "official" if self.path is not None else f"random{self.seed}"
+
+    def export_kwargs(self) -> dict:
+        """Arguments of ``trt.onnx.export_extractor.export_extractor`` that select these weights."""
+        return {"weights": self.path} if self.path is not None else {"random_seed": self.seed}
+
+    def description(self) -> str:
+        """What the export records as ``lightglue.weights`` for them."""
+        return f"sha256:{sha256_file(self.path)}" if self.path is not None else f"random seed {self.seed} (for tests, not trained)"
+
+
+def official_extractor_weights(network: ExtractorNetwork, data_dir: Optional[Path] = None,
+                               weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Optional[ExtractorWeights]:
+    """The network's official checkpoint, if it is here: ``weights_dir`` first, then the shared data's
+    ``aliked/`` folder (the ALIKED files); None when neither has a file with the official sha256."""
+    folders = [Path(weights_dir)] + ([Path(data_dir) / "aliked"] if data_dir is not None else [])
+    for folder in folders:
+        candidate = folder / network.weights_filename
+        if candidate.is_file() and sha256_file(candidate) == network.weights_sha256:
+            return ExtractorWeights(network, path=candidate)
+    return None
+
+
+def cached_extractor_onnx(models_dir: Path, weights: ExtractorWeights, overwrite: bool = False) -> Path:
+    """The dynamic-shape extractor ONNX of ``weights`` (the default K and detection settings), exported into
+    ``models_dir`` unless a file of the same network and weights is already there."""
+    from trt.onnx.export_extractor import export_extractor
+
+    path = Path(models_dir) / f"{weights.network.name}-{weights.tag}.onnx"
+    if overwrite or _extractor_metadata(path) != (weights.network.name, weights.description()):
+        export_extractor(weights.network.feature, path, network=weights.network.name, **weights.export_kwargs())
+    return path
+
+
+def _extractor_metadata(onnx_path: Path) -> Optional[tuple[str, str]]:
+    """(network, weights) an exported extractor records; None for a missing or unreadable file."""
+    if not onnx_path.is_file():
+        return None
+    import onnx
+
+    from trt.onnx.export import read_metadata
+
+    try:
+        metadata = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception:  # a truncated or foreign file: export again
+        return None
+    return metadata.get("network"), metadata.get("weights")
 
 
 def cached_engine(onnx_path: Path, precision: str, overwrite: bool = False) -> Path:

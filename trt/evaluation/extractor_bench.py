@@ -111,7 +111,8 @@ def kornia_extractor(network: ExtractorNetwork, state_dict: dict):
 
         module = ALIKED(network.name, max_num_keypoints=DEFAULT_MAX_KEYPOINTS,
                         detection_threshold=network.detection_threshold, nms_radius=network.nms_radius)
-        missing = module.load_state_dict(state_dict, strict=False).missing_keys
+        parameters = dict(module.named_parameters())  # kornia computes its buffers (dkd.hw_grid) itself
+        missing = [key for key in module.load_state_dict(state_dict, strict=False).missing_keys if key in parameters]
         if missing:
             raise ValueError(f"kornia's ALIKED lacks weights for {missing}")
         return module.eval()

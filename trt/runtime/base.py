@@ -22,8 +22,8 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 
 from trt import extractor_contract
-from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, OUTPUT_SPECS, TensorSpec, check_feeds, infer_layout, input_specs
-from trt.contract import keypoint_dims
+from trt.contract import (BATCH, KEYPOINTS0, KEYPOINTS1, OUTPUT_SPECS, TensorSpec, check_feeds, infer_layout, input_specs,
+                          keypoint_dims)
 from trt.errors import ContractError, UserError
 from trt.extractor_contract import HEIGHT, IMAGE, WIDTH, ExtractorLayout
 from trt.extractors import PADDINGS

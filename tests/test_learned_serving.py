@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from conftest import build_extractor_engine, profile_toml
 from test_runtime import make_standin_onnx
 
@@ -30,6 +32,7 @@ from trt.evaluation.metrics import corner_error
 from trt.extractor_contract import HEIGHT, WIDTH, ExtractorLayout
 from trt.features.image import read_image
 from trt.features.learned import LearnedExtractor
+from trt.features.sift import resized_size
 from trt.onnx.export_extractor import feature_agreement
 from trt.runtime.base import ExtractorContract, Profile, plan_batches
 from trt.runtime.matcher import Matcher
@@ -158,6 +161,44 @@ def test_an_image_smaller_than_the_stride_is_refused(aliked_runner, graffiti):
         LearnedExtractor(aliked_runner, resize=None).extract_batch([graffiti[0][:20, :50]])
     with pytest.raises(ImageError, match=r"image 0 is 16x1000 pixels, 16x1024 with its long side resized to 1024: the aliked-n16"):
         LearnedExtractor(aliked_runner)(np.zeros((1000, 16), np.uint8))
+
+
+@pytest.mark.parametrize("network", ["superpoint", "disk"])
+def test_superpoint_and_disk_front_ends(network, superpoint_extractor_onnx, disk_extractor_onnx, graffiti):
+    """SuperPoint takes grayscale (a colour image is converted with the reference's weights), DISK pads
+    zeros at the bottom and right: keypoints stay inside the image, in its own pixels."""
+    from trt.features.padding import GRAY_WEIGHTS
+
+    onnx_path = superpoint_extractor_onnx if network == "superpoint" else disk_extractor_onnx
+    image = graffiti[0][:150, :230]  # not a multiple of either stride
+    with OnnxRuntimeSession(onnx_path) as runner:
+        front_end = LearnedExtractor(runner, resize=300)
+        features = front_end(image)
+        assert 0 < len(features) <= 2048 and features.image_size == (230.0, 150.0)
+        assert (features.keypoints >= -0.5).all() and (features.keypoints <= [229.5, 149.5]).all()
+        if network == "superpoint":
+            gray = np.round(image.astype(np.float32) @ GRAY_WEIGHTS).astype(np.uint8)
+            assert len(front_end(gray)) > 0.9 * len(features)  # the same picture in grey, up to rounding to 8 bits
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(1, 160), width=st.integers(1, 160), colour=st.booleans(),
+       resize=st.sampled_from([None, 64, 96]), seed=st.integers(0, 3))
+def test_any_image_gives_features_inside_it_or_one_image_error(aliked_runner, height, width, colour, resize, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3) if colour else (height, width), dtype=np.uint8)
+    front_end = LearnedExtractor(aliked_runner, resize=resize, max_num_keypoints=64)
+    seen = (width, height) if resize is None else resized_size(width, height, resize)  # what the network sees
+    try:
+        features = front_end(image)
+    except ImageError as error:  # too small to read (16 px), or for the network's stride (32 px)
+        assert "\n" not in str(error) and (min(height, width) < 16 or min(seen) < 32), error
+        return
+    assert min(height, width) >= 16 and min(seen) >= 32
+    assert len(features) <= 64 and features.image_size == (float(width), float(height))
+    assert np.isfinite(features.keypoints).all() and np.isfinite(features.descriptors).all()
+    assert (features.keypoints >= -0.5).all() and (features.keypoints <= [width - 0.5, height - 0.5]).all()
+    np.testing.assert_allclose(np.linalg.norm(features.descriptors, axis=1), 1, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------

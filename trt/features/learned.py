@@ -11,7 +11,10 @@ Every step follows cvg/LightGlue's ``Extractor.extract``, which the matcher weig
    SIFT front-end); ``resize=None`` keeps the original size;
 3. padded to the network's stride the way the reference pads (``trt.features.padding``), batched with
    images of the same padded size only (an extractor's features depend on the padding around an
-   image), and padded up to the smallest size and batch the chosen engine profile takes;
+   image), and padded up to the smallest size and batch the chosen engine profile takes. On a CPU
+   runner each call takes one image: a batch is no faster there (the cores are busy with one image;
+   measured, ALIKED on two 480x640 images: 1.32 s one by one, 1.49 s as a batch of two, on 2 cores),
+   while memory grows with it (ALIKED's full-resolution feature maps: 3 GB at two such images);
 4. the network, with detection in the graph; rows beyond ``count`` are dropped, and at most
    ``max_num_keypoints`` rows are kept: the first ones, which are the strongest detections;
 5. keypoints back to original-image pixels, ``(x + 0.5) / scale - 0.5`` per axis, the reference's
@@ -20,6 +23,7 @@ Every step follows cvg/LightGlue's ``Extractor.extract``, which the matcher weig
 numpy and OpenCV only (the serving side).
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -81,6 +85,8 @@ class LearnedExtractor:
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
         prepared = [self._prepare(image, name) for image, name in zip(images, names)]
         profiles = self.runner.request_profiles
+        if self.runner.device == "cpu":  # one image per call (module docstring), or the least a profile takes
+            profiles = [dataclasses.replace(p, batch=(p.batch[0],) * 3) for p in profiles]
         results: list = [None] * len(prepared)
         for members, index in plan_batches([p.padded for p in prepared], profiles, same_size=True):
             batch = [prepared[i] for i in members]

@@ -324,6 +324,7 @@ class Runner:
     """
 
     backend = "base"
+    device = "cpu"  # where the model runs: "cpu" or "cuda" (a GPU)
 
     def __init__(self, name: str, contract=None, profiles: Optional[list[Profile]] = None):
         self.name = name

@@ -54,6 +54,7 @@ class OnnxRuntimeSession(Runner):
         super().__init__(f"ONNX Runtime session of {onnx_path}", profiles=profiles)
         self.onnx_path = Path(onnx_path)
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.threads = threads or physical_cores()
         self._session = None
 

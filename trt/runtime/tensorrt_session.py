@@ -334,6 +334,7 @@ class TensorRTSession(Runner):
     """
 
     backend = "tensorrt"
+    device = "cuda"
 
     def __init__(self, engine_path: Path, onnx: Optional[Path] = None, device: int = 0, cuda_graphs: bool = False):
         self.engine_path = Path(engine_path)

@@ -362,3 +362,41 @@ def test_tensorrt_session_serves_extractor_engines_as_onnxruntime_does(small_eng
                 np.testing.assert_allclose(record[key], want[key], atol=1e-4)
     graphs = records["graphs"]["c.png__a.png.json"]
     assert len(graphs["matches"]) > 0.5 * len(records["onnxruntime"]["c.png__a.png.json"]["matches"])
+
+
+@needs_rtx
+@pytest.mark.slow
+def test_an_extractor_engine_without_manifest_reads_its_network_from_its_onnx(small_engines, aliked_extractor_onnx,
+                                                                              graffiti, tmp_path, monkeypatch):
+    """An extractor engine built by trtexec has no manifest: the session reads its I/O and profiles from the
+    engine, and the network's stride and padding from --extractor-onnx (refused without it)."""
+    from test_tensorrt_emulated import emulated_modules
+
+    from trt.runtime.tensorrt_session import TensorRTSession
+
+    extractor = small_engines.parent / "extractor-fp32.engine"
+    copy = tmp_path / "trtexec.engine"
+    shutil.copy(extractor, copy)
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", os.pathsep.join(str(manifest_path(e)) for e in (extractor, small_engines)))
+    a, b = graffiti[0][:256, :320], graffiti[1][:256, :320]
+    with Matcher.from_engine(small_engines, backend="onnxruntime", resize=None, threshold=0.0) as matcher:
+        want = matcher.match(a, b)
+    with emulated_modules():
+        with pytest.warns(UserWarning, match="no manifest"):
+            session = TensorRTSession(copy)
+        with pytest.raises(ContractError, match=r"has no manifest: its network's stride and padding come from its "
+                                                r"source ONNX, which is not given \(--extractor-onnx\)"):
+            session.activate()
+        with pytest.warns(UserWarning, match="no manifest"):
+            matcher = Matcher.from_engine(small_engines, backend="tensorrt", extractor_engine=copy,
+                                          extractor_onnx=aliked_extractor_onnx, resize=None, threshold=0.0)
+        with matcher:
+            extractor_runner = matcher.extractor_runner
+            assert extractor_runner.contract == ExtractorContract(ExtractorLayout(3, 2048, 128), 32, "centre-replicate",
+                                                                  "aliked-n16", "aliked")
+            assert [p.ranges for p in extractor_runner.profiles] == [
+                {BATCH: (1, 1, 2), HEIGHT: (64, 256, 256), WIDTH: (64, 320, 320)}]
+            assert matcher.summary["extractor_engine"]["manifest"] is False
+            got = matcher.match(a, b)
+    np.testing.assert_array_equal(got.matches, want.matches)
+    np.testing.assert_allclose(got.keypoints0, want.keypoints0, atol=1e-4)

@@ -34,7 +34,7 @@ OUT    ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 EXPORT_SOURCES := export.py $(wildcard trt/models/*.py trt/onnx/*.py) trt/contract.py trt/extractors.py
 BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py)
 
-.PHONY: setup onnx engine demo test bench eval trtexec clean
+.PHONY: setup onnx engine demo test bench eval trtexec sfm clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -78,6 +78,22 @@ bench:
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
 eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR)
+
+# Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+# OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD,
+# RAY=local|ADDRESS, WORKERS, NO_BASELINE=1. See trt/sfm/pipeline.py.
+PAIRS         ?= exhaustive
+ENGINE        ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
+MAX_KEYPOINTS ?= 4096
+THRESHOLD     ?= 0.03
+sfm:
+	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
+	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))
+	$(MAKE) engine OUT=$(ENGINE)
+	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
+		--max-keypoints $(MAX_KEYPOINTS) --threshold $(THRESHOLD) $(if $(RAY),--ray $(RAY)) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

@@ -28,10 +28,12 @@ EXHAUSTIVE = ["a.jpg b.jpg", "a.jpg c.jpg", "a.jpg d.jpg", "b.jpg c.jpg", "b.jpg
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for the in-process tests, shut down after them."""
-    os.environ.update(QUIET_RAY)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in QUIET_RAY.items():
+            patch.setenv(key, value)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 def records(folder: Path) -> dict:

@@ -151,6 +151,7 @@ class RayStages:
         }
         self.address, self.requested = address or "local", workers
         self.actors: list = []
+        self.resources: dict = {}
         self.info: list[dict] = []
         self.refs: dict = {}
         self.lost: list[str] = []

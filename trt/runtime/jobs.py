@@ -428,7 +428,7 @@ def failure_reason(error: BaseException) -> str:
 
 def extract_image(matcher: Matcher, path: Path) -> Features:
     """Features of the image at ``path``, as the matcher's front-end makes them."""
-    return matcher.extract(read_image(path))
+    return matcher.extract(Path(path))
 
 
 def match_features(matcher: Matcher, pairs: Sequence[tuple[Features, Features]]) -> list[Outcome]:
@@ -456,6 +456,7 @@ class FeatureStore:
         self._bytes = 0
         self._spilled: dict[str, Path] = {}
         self._spill_dir: Optional[Path] = None
+        self._spill_count = 0
 
     @staticmethod
     def _size(features: Features) -> int:
@@ -471,7 +472,8 @@ class FeatureStore:
     def _spill(self, name: str, features: Features) -> None:
         if self._spill_dir is None:
             self._spill_dir = Path(tempfile.mkdtemp(prefix=".features-", dir=self.spill_parent))
-        path = self._spill_dir / f"{len(self._spilled)}.npz"
+        self._spill_count += 1
+        path = self._spill_dir / f"{self._spill_count}.npz"
         arrays = {k: getattr(features, k) for k in ("keypoints", "descriptors", "scores", "scales", "oris")}
         np.savez(path, image_size=np.asarray(features.image_size, np.float64),
                  **{k: v for k, v in arrays.items() if v is not None})

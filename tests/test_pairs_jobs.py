@@ -5,6 +5,7 @@ Real engines (tensorrt-rtx, served through the ONNX Runtime fallback) on small c
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -179,6 +180,17 @@ def test_unwritable_output_dir(nn_engine, photos, tmp_path):
         pytest.skip(f"{target} exists here")
     line = error_line(match_cli(nn_engine, pairs, target, "--image-dir", photos))
     assert line.startswith(f"error: cannot create the output folder {target}: "), line
+    if os.geteuid() != 0:  # root writes through permissions: a read-only folder needs another user
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        (folder / "earlier.json").write_text("{}\n")
+        folder.chmod(0o500)
+        try:
+            line = error_line(match_cli(nn_engine, pairs, folder, "--image-dir", photos))
+        finally:
+            folder.chmod(0o700)
+        assert line.startswith(f"error: cannot write in the output folder {folder}: Permission denied"), line
+        assert [p.name for p in folder.iterdir()] == ["earlier.json"]
 
 
 def test_a_failed_write_ends_the_job_and_earlier_outputs_stay_valid(nn_engine, photos, tmp_path):
@@ -275,3 +287,23 @@ def test_failures_raise_with_exit_status_3():
     with pytest.raises(PairsFailed, match=r"2 of 5 pairs failed \(listed above; first p.txt:2: no image at x.jpg\)") as error:
         report.raise_for_failures()
     assert error.value.exit_status == 3
+
+
+def test_pairs_jobs_ray_and_sfm_import_no_torch():
+    """The serving side stays light: Ray jobs, hloc and COLMAP outputs import neither torch nor the exporter."""
+    import subprocess
+    import sys
+
+    driver = (
+        "import importlib.util, sys\n"
+        "import trt.runtime.distributed, trt.sfm.pipeline, trt.sfm.hloc\n"
+        "if importlib.util.find_spec('ray'):\n"
+        "    import ray\n"
+        "from trt.sfm.colmap import import_pycolmap\n"
+        "import_pycolmap()\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'tensorrt', 'tensorrt_rtx')"
+        " or m.startswith(('trt.onnx', 'trt.models'))]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -39,7 +39,7 @@ from trt.fileio import check_writable, write_bytes_atomic, write_text_atomic
 from trt.runtime import outputs
 from trt.runtime.matcher import DEFAULT_RESIZE, Matcher, MatchResult
 
-CHUNK = 32  # pairs per matching call (the matcher batches within it as the profiles allow)
+CHUNK = 16  # pairs per matching call: the matcher batches within it as the profiles allow (up to 4 by default)
 FEATURE_MEMORY = 2 << 30  # bytes of features a local job keeps in memory; more go to a spill folder
 JOB_FILE = ".job.json"  # the settings of the job that wrote an output folder
 PAIR_FORMATS = ("json", "npz")  # one file per pair; "hloc" (trt.sfm.hloc) writes two h5 files instead
@@ -386,11 +386,10 @@ def record_job_settings(folder: Path, settings: dict) -> None:
 
 @dataclass
 class ImageTask:
-    """One image to extract, with the pending pairs that need it."""
+    """One image to extract."""
 
     name: str
     path: Path
-    pairs: list[PairEntry]
 
 
 @dataclass
@@ -654,7 +653,7 @@ def _extract(pending: list[PairEntry], outputs_: Outputs, stages: Stages, report
     tasks: dict[str, ImageTask] = {}
     for entry in pending:
         for name, path in zip(entry.names, entry.paths):
-            tasks.setdefault(name, ImageTask(name, path, [])).pairs.append(entry)
+            tasks.setdefault(name, ImageTask(name, path))
     failed_images: dict[str, str] = {}
     start = time.perf_counter()
     with _progress(len(tasks), "image", "extract", progress) as bar:
@@ -673,7 +672,6 @@ def _extract(pending: list[PairEntry], outputs_: Outputs, stages: Stages, report
 def _match(pairs: PairsFile, pending: list[PairEntry], failed_images: dict[str, str], outputs_: Outputs,
            stages: Stages, report: JobReport, progress: bool, on_chunk) -> None:
     """Stage 2: match the pairs whose images have features, in chunks; write each result as it comes."""
-    uses = Counter(name for entry in pending for name in entry.names)
     matchable = []
     for entry in pending:
         reason = next((failed_images[n] for n in entry.names if n in failed_images), None)
@@ -681,8 +679,7 @@ def _match(pairs: PairsFile, pending: list[PairEntry], failed_images: dict[str, 
             matchable.append(entry)
         else:
             report.failures.append((pairs.where(entry), reason))
-    for name in failed_images:
-        uses.pop(name, None)
+    uses = Counter(name for entry in matchable for name in entry.names)  # features go after their last use
     size = max(1, stages.chunk_size(len(matchable)))
     chunks = [matchable[i : i + size] for i in range(0, len(matchable), size)]
     start = time.perf_counter()

@@ -195,9 +195,10 @@ def colmap_sift(image_dir: Path, output: Path, image_names: list[str], pairs_fil
     start = time.perf_counter()
     verification = pycolmap.TwoViewGeometryOptions()  # COLMAP's defaults, seeded
     verification.ransac.random_seed = seed
-    with colmap_log_level():
+    with colmap_log_level(2):  # its warning that SIFT on every CPU thread takes memory is no news here
         pycolmap.set_random_seed(seed)
         pycolmap.extract_features(database, image_dir, image_names=image_names, camera_mode=pycolmap.CameraMode.AUTO)
+    with colmap_log_level():
         if pairs_file is None:
             pycolmap.match_exhaustive(database, verification_options=verification)
         else:

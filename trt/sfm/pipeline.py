@@ -140,18 +140,29 @@ def comparison_table(results: dict) -> list[str]:
 
 
 def top_view(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A model seen from above: its points, camera centres and viewing directions in the plane of the
-    points' two main axes (outliers beyond twice the 95th-percentile distance left out)."""
+    """A model seen from above: its points, camera centres and viewing directions on the ground plane.
+
+    "Down" is the cameras' mean image y-axis (photos are mostly taken upright); on the plane across it,
+    x is the points' main axis, turned so that the cameras are on its left, and y completes a
+    right-handed frame, so that two models of one scene come out alike. Points further than twice the
+    95th-percentile distance from their median are left out.
+    """
+    images = [model.images[i] for i in model.reg_image_ids()]
+    down = np.mean([image.cam_from_world().rotation.matrix()[1] for image in images], axis=0)
+    down /= np.linalg.norm(down)
     points = np.array([point.xyz for point in model.points3D.values()])
     centre = np.median(points, axis=0)
     distance = np.linalg.norm(points - centre, axis=1)
-    points = points[distance < 2 * np.percentile(distance, 95)]
-    _, _, axes = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)
-    plane = axes[:2].T
-    images = [model.images[i] for i in model.reg_image_ids()]
-    cameras = np.array([image.projection_center() for image in images])
+    points = points[distance < 2 * np.percentile(distance, 95)] - centre
+    flat = points - np.outer(points @ down, down)
+    _, _, axes = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
+    x = axes[0]
+    cameras = np.array([image.projection_center() for image in images]) - centre
+    if np.mean(cameras @ x) > 0:
+        x = -x
+    plane = np.stack([x, np.cross(down, x)], axis=1)
     headings = np.array([image.viewing_direction() for image in images]) @ plane
-    return (points - centre) @ plane, (cameras - centre) @ plane, headings
+    return points @ plane, cameras @ plane, headings
 
 
 def draw_reconstructions(models: dict, path: Path) -> bool:

@@ -67,7 +67,7 @@ def test_each_image_is_extracted_once_and_a_rerun_resumes(nn_engine, photos, tmp
     with Matcher.from_engine(nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0) as matcher:
         extracted = []
         extract = matcher.extract
-        matcher.extract = lambda image: extracted.append(image.shape) or extract(image)
+        matcher.extract = lambda image: extracted.append(image) or extract(image)
         stages = jobs.LocalStages(matcher, spill_parent=out, max_feature_bytes=1)  # spill all but one image
         outputs = jobs.PairFiles(jobs.prepare_output_dir(out), "npz", threshold=0)
         report = jobs.run_pairs_job(jobs.read_pairs(pairs, photos), outputs, stages, progress=False)

@@ -1,15 +1,16 @@
-"""``python -m trt.sfm``: what ``make sfm`` runs (see trt/sfm/pipeline.py).
+"""Reconstruct a folder of photos with a LightGlue engine and with COLMAP's SIFT: what make sfm runs.
 
     python -m trt.sfm --images photos/ --output out/sfm --engine weights/sift_lightglue.engine
+
+See trt/sfm/pipeline.py for the steps and the files written.
 """
 
 import argparse
 from pathlib import Path
 
 from trt.cli import run
-from trt.contract import DEFAULT_THRESHOLD
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
-from trt.sfm.pipeline import EXHAUSTIVE, run_sfm
+from trt.sfm.pipeline import EXHAUSTIVE, SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,8 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--pairs", default=EXHAUSTIVE,
                         help="'exhaustive' (every pair) or a pairs file of image paths below --images")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="match score threshold")
-    parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: what the engine holds, at most 4096)")
+    parser.add_argument("--threshold", type=float, default=SFM_THRESHOLD,
+                        help=f"match score threshold (default {SFM_THRESHOLD}: verification drops the wrong matches)")
+    parser.add_argument("--max-keypoints", type=int, default=SFM_KEYPOINTS, help="keypoints per image")
     parser.add_argument("--resize", type=int, default=DEFAULT_RESIZE, help="long side SIFT runs on; 0 for the original size")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="match on Ray (see trt_infer.py)")
     parser.add_argument("--workers", type=int, help="with --ray: matcher actors")

@@ -67,7 +67,7 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
   LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
 endif
 
-.PHONY: setup onnx engine demo test bench eval trtexec clean
+.PHONY: setup onnx engine demo test bench eval trtexec sfm clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -121,6 +121,20 @@ bench:
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
 eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR)
+
+# Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+# OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
+# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
+PAIRS  ?= exhaustive
+ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
+sfm:
+	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
+	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))
+	$(MAKE) engine OUT=$(ENGINE)
+	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
+		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
+		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

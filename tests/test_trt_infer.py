@@ -133,7 +133,7 @@ def test_cli_pairs_file(sift_engine, data_dir, tmp_path):
     done = run_cli("--engine", sift_engine, "--pairs", pairs, "--output-dir", out, "--format", "npz",
                    "--max-keypoints", "256", "--threshold", "0", cwd=tmp_path.parent)
     assert done.returncode == 0, done.stderr
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .job.json: the job's settings
     assert names == ["images-1.jpg__images-2.jpg.npz", "images-1.jpg__images-3.jpg.npz", "images-2.jpg__images-3.jpg.npz"]
     assert "3 pairs" in done.stdout and "3/3" in done.stderr  # summary, and tqdm's bar
     with np.load(out / names[0]) as npz:

@@ -165,12 +165,15 @@ class Matcher:
         extractor: Union[str, Callable[[np.ndarray], Features], None] = None,
         resize: Optional[int] = DEFAULT_RESIZE,
         cuda_graphs: bool = False,
+        threads: Optional[int] = None,
     ) -> "Matcher":
         """A matcher serving ``engine``: on TensorRT where a CUDA GPU, TensorRT and pycuda exist, else
         (``backend="auto"``) on ONNX Runtime with the engine's source ONNX, saying so in one line on stderr.
 
         ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there is no
-        manifest); ``cuda_graphs``: TensorRT only, see ``TensorRTSession``. Other arguments: ``Matcher``.
+        manifest); ``cuda_graphs``: TensorRT only, see ``TensorRTSession``; ``threads``: ONNX Runtime only,
+        intra-op threads (default: the physical cores; workers sharing a machine take a share each).
+        Other arguments: ``Matcher``.
         """
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -194,7 +197,7 @@ class Matcher:
                 )
             check_source_onnx(onnx_path, manifest, required=True)
             profiles = profiles_from_manifest(manifest) if manifest is not None else None
-            runner = OnnxRuntimeSession(onnx_path, profiles=profiles)
+            runner = OnnxRuntimeSession(onnx_path, profiles=profiles, threads=threads)
             if reason:
                 print(f"notice: {reason}; running the engine's source ONNX {onnx_path} on ONNX Runtime", file=sys.stderr)
         summary = engine_summary(engine, manifest, onnx_path)

@@ -29,7 +29,7 @@ FP32_LAYER_PATTERNS = (
     r"normalize",  # keypoint normalisation by the image size, where a helper is named for it
     r"posenc",  # rotary position encoding: cos/sin of pixel-scaled arguments lose digits in FP16
     r"log_assignment",  # assignment scores, matchability and the double log-softmax
-    r"log_softmax|LogSoftmax|ReduceLogSumExp",  # log-sum-exp over up to 4096 entries
+    r"log_softmax|LogSoftmax",  # log-softmaxes; the assignment's log-sum-exps (ReduceMax, Exp, ReduceSum) are above
     r"LayerNormalization",  # the variance of 512 trained activations overflows FP16
     r"^/[A-Za-z]+(_\d+)?$",  # top-level ops of the matcher: keypoint normalisation, match filtering
 )

@@ -60,6 +60,17 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     return torch.matmul(F.softmax(sim, dim=3), v)
 
 
+def logsumexp_last(x: torch.Tensor) -> torch.Tensor:
+    """log Σ_j exp(x_ij) over the last axis of a [B, N, M] tensor, as ``max + log Σ exp(x − max)``.
+
+    The same function as ``torch.logsumexp(x, dim=2)``, written with ReduceMax and ReduceSum:
+    ``torch.logsumexp`` exports as ReduceLogSumExp, whose ``axes`` attribute (opset ≤ 17) OpenVINO's
+    ONNX importer ignores, reducing over every axis (tests/test_openvino.py records whether it still does).
+    """
+    peak = x.max(dim=2, keepdim=True).values
+    return (peak + torch.log(torch.exp(x - peak).sum(dim=2, keepdim=True))).squeeze(2)
+
+
 def rotate_half_matrix(dim: int) -> torch.Tensor:
     """R with x·R == rotate_half(x) of the reference: (x1, x2) → (-x2, x1) on each interleaved pair."""
     matrix = torch.zeros(dim, dim)
@@ -176,8 +187,8 @@ class MatchAssignment(nn.Module):
         mdesc1 = self.final_proj(desc1) * DESCRIPTOR_DIM**-0.25
         sim01 = torch.matmul(mdesc0, mdesc1.transpose(1, 2)) + bias1.unsqueeze(1)
         sim10 = torch.matmul(mdesc1, mdesc0.transpose(1, 2)) + bias0.unsqueeze(1)
-        a = F.logsigmoid(self.matchability(desc0)).squeeze(2) - torch.logsumexp(sim01, dim=2) + bias0
-        b = F.logsigmoid(self.matchability(desc1)).squeeze(2) - torch.logsumexp(sim10, dim=2) + bias1
+        a = F.logsigmoid(self.matchability(desc0)).squeeze(2) - logsumexp_last(sim01) + bias0
+        b = F.logsigmoid(self.matchability(desc1)).squeeze(2) - logsumexp_last(sim10) + bias1
         scores01 = 2 * sim01 + a.unsqueeze(2) + b.unsqueeze(1)
         scores10 = 2 * sim10 + b.unsqueeze(2) + a.unsqueeze(1)
         return scores01, scores10

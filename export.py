@@ -4,7 +4,8 @@
 
 Weights: the official checkpoint (weights/<extractor>_lightglue.pth, downloaded when absent), a file
 (--weights), a seeded random state dict for tests (--random-weights SEED), or the hand-set
-nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descriptor-space baseline).
+nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descriptor-space baseline), or
+the sharp test weights (--sharp-weights SEED: those plus seeded residual updates, for accuracy checks).
 """
 
 import argparse
@@ -32,6 +33,9 @@ def parse_args() -> argparse.Namespace:
                          help="seeded random weights of the official layout (tests and smoke runs only)")
     weights.add_argument("--nearest-neighbour-weights", action="store_true",
                          help="hand-set weights that reduce LightGlue to dual-softmax mutual nearest neighbours")
+    weights.add_argument("--sharp-weights", type=int, metavar="SEED", default=None,
+                         help="nearest-neighbour weights plus seeded residual updates: peaked attention and "
+                              "assignment, for backend and precision checks (not trained)")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
                         help="where official checkpoints are looked for and downloaded to")
     return parser.parse_args()
@@ -52,6 +56,7 @@ def main() -> Path:
     path = export_matcher(
         args.extractor_type, output,
         weights=args.weights, random_seed=args.random_weights, nearest_neighbour=args.nearest_neighbour_weights,
+        sharp_seed=args.sharp_weights,
         dynamic=args.dynamic, **static, opset=args.opset,
         weights_dir=args.weights_dir,
     )

@@ -1,10 +1,7 @@
 """The mixed-precision variant of a matcher graph, for strongly typed builders (tensorrt-rtx).
 
-The transformer layers and the input projection (``/transformers.*``, ``/input_proj*`` scopes: where
-the time goes) run in FP16. Keypoint normalisation, the positional encoding, the assignment with its
-two log-softmaxes, matchability and the match filtering stay FP32: pixel coordinates, the arguments of
-cos/sin, and log-sum-exps over thousands of entries lose too many digits in FP16. So do the
-LayerNorms inside the region (``FP32_OPS``), whose variance overflows FP16. The graph's inputs
+Which nodes run in FP16 is ``trt.precision``'s policy (shared with OpenVINO's bf16): the transformer
+layers and the input projection, without their LayerNorms; the rest stays FP32. The graph's inputs
 and outputs keep their FP32/int32 types, so the tensor contract is unchanged.
 
 Casts sit only at the region's borders: FP32 tensors entering it are cast to FP16 once each, FP16
@@ -21,16 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 from trt.errors import ContractError, UserError
 from trt.fileio import atomic_path
 from trt.onnx.clean import describe_fully, infer_symbolic_shapes
+from trt.precision import REDUCED_SCOPES, reduced
 
-FP16_SCOPES = ("/transformers.", "/input_proj")
-# Kept FP32 inside the FP16 region: LayerNorm's variance of 512 activations overflows FP16 (max 65504)
-# as soon as trained activations reach a few hundred.
-FP32_OPS = frozenset({"LayerNormalization"})
 PRECISION_KEY = "lightglue.precision"
-
-
-def _in_region(node: onnx.NodeProto) -> bool:
-    return node.name.startswith(FP16_SCOPES) and node.op_type not in FP32_OPS
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -52,13 +42,13 @@ def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with the transformer region in FP16 (see module docstring)."""
     model = infer_symbolic_shapes(model)
     graph = model.graph
-    region = [node for node in graph.node if _in_region(node)]
+    region = [node for node in graph.node if reduced(node.name)]
     if not region:
-        raise ContractError(f"no {' or '.join(FP16_SCOPES)} nodes: not a matcher graph exported by this project")
+        raise ContractError(f"no {' or '.join(REDUCED_SCOPES)} nodes: not a matcher graph exported by this project")
     types = _tensor_types(model)
     produced_in_region = {output for node in region for output in node.output}
     initializers = {init.name: init for init in graph.initializer}
-    used_outside = {name for node in graph.node if not _in_region(node) for name in node.input}
+    used_outside = {name for node in graph.node if not reduced(node.name) for name in node.input}
     used_outside |= {output.name for output in graph.output}
 
     new_nodes, casts_in, fp16_initializers = [], {}, {}
@@ -89,7 +79,7 @@ def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     leaving = {name for name in produced_in_region if name in used_outside and types.get(name) == TensorProto.FLOAT}
     renamed = {name: f"{name}__fp32" for name in leaving}
     for node in graph.node:
-        if not _in_region(node):
+        if not reduced(node.name):
             for index, name in enumerate(node.input):
                 if name in renamed:
                     node.input[index] = renamed[name]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on ONNX Runtime.
+"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on OpenVINO or ONNX Runtime.
 
     python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
@@ -17,6 +17,7 @@ from trt.cli import run
 from trt.contract import DEFAULT_THRESHOLD
 from trt.extractors import EXTRACTORS
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.runtime.openvino_session import PRECISIONS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,7 +26,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--engine", type=Path, required=True, help="the .engine file (its manifest X.engine.json beside it)")
     parser.add_argument("--onnx", type=Path, help="the engine's source ONNX, if not where its manifest says")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
+                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else OpenVINO (CPU), "
+                             "else ONNX Runtime")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="OpenVINO: f32, or mixed bf16; auto: bf16 where the CPU has AMX or AVX512-BF16 and "
+                             "the bf16 accuracy gate passed for the model, else f32")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="match score threshold")
     parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: 4096, or what the engine holds)")
     parser.add_argument("--resize", type=int, default=DEFAULT_RESIZE,
@@ -61,8 +66,14 @@ def make_matcher(args) -> Matcher:
     return Matcher.from_engine(
         args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
-        cuda_graphs=args.cuda_graphs,
+        cuda_graphs=args.cuda_graphs, precision=args.precision,
+        mode="throughput" if args.pairs is not None else "latency",
     )
+
+
+def backend_label(summary: dict) -> str:
+    """"openvino bf16", "onnxruntime", ...: the backend, and the precision where the backend chose one."""
+    return " ".join(filter(None, (summary["backend"], summary.get("runtime_precision"))))
 
 
 def format_timings(timings: dict) -> str:
@@ -80,7 +91,7 @@ def match_one(args) -> list[Path]:
         result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
-    print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
     print(f"time: {format_timings(result.timings)}")
     for path in written:
         print(f"wrote {path}")
@@ -94,7 +105,7 @@ def match_pairs(args) -> list[Path]:
     read_pairs(args.pairs)  # a bad pairs file is reported before the engine is loaded
     with make_matcher(args) as matcher:
         run = match_pairs_file(matcher, args.pairs, args.output_dir, args.format)
-        backend = matcher.summary["backend"]
+        backend = backend_label(matcher.summary)
     pairs = len(run.written)
     print(f"{pairs} pairs, {run.matches / pairs:.1f} matches per pair ({backend})")
     print(f"time: {format_timings(run.timings)} in total")

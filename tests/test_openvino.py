@@ -261,3 +261,19 @@ def test_matcher_records_the_precision(standin, tmp_path):
         result = matcher.match_features(f0, noisy_copy(rng, f0, 30))
     assert result.engine["backend"] == "openvino" and result.engine["runtime_precision"] == "f32"
     assert result.engine["runtime_precision_reason"] == "asked for" and len(result) == 30
+
+
+def test_auto_takes_tensorrt_then_openvino_then_onnxruntime(monkeypatch):
+    import trt.runtime.matcher as matcher_module
+    from trt.runtime.matcher import choose_backend
+
+    monkeypatch.setattr(matcher_module, "tensorrt_unavailable", lambda manifest: None)
+    assert choose_backend("auto", None)[0] == "tensorrt"
+    monkeypatch.setattr(matcher_module, "tensorrt_unavailable", lambda manifest: "no CUDA GPU was found")
+    assert choose_backend("auto", None) == ("openvino", "TensorRT cannot run here (no CUDA GPU was found)")
+    monkeypatch.setattr(matcher_module, "openvino_unavailable", lambda: "OpenVINO is not installed (pip install openvino)")
+    backend, why = choose_backend("auto", None)
+    assert backend == "onnxruntime" and why.endswith("and OpenVINO is not installed (pip install openvino)")
+    assert choose_backend("openvino", None) == ("openvino", None)
+    with pytest.raises(UserError, match="unknown backend 'cuda': choose one of auto, tensorrt, openvino, onnxruntime"):
+        choose_backend("cuda", None)

@@ -111,7 +111,7 @@ def trained_weights(extractor: Extractor, path: Optional[Path] = None,
     if not candidate.is_file():
         if path is not None:
             raise UserError(f"weights file {candidate} does not exist")
-        return None, f"no trained weights at {candidate}: runs with the nearest-neighbour/random weights only"
+        return None, f"no trained weights at {candidate}: runs with the test weights only (not trained)"
     digest = sha256_file(candidate)
     if digest != extractor.weights_sha256:
         message = f"{candidate} has sha256 {digest}, not the official {extractor.weights_sha256}"

@@ -11,7 +11,8 @@ official state dicts load strictly. What differs is only how the same function i
   transposing the N×N similarity (faster in both TensorRT and ONNX Runtime).
 * The dual-softmax assignment is written as ``2·sim + a_i + b_j`` with the row and column
   log-sum-exps folded into ``a`` and ``b``: the same log-assignment, without materialising two
-  log-softmax matrices.
+  log-softmax matrices. Each log-sum-exp is ``max + log Σ exp(x − max)`` (``logsumexp_last``), not
+  ReduceLogSumExp, whose axes OpenVINO's ONNX importer ignores.
 * ``rotate_half`` is a constant 64×64 matrix and the positional encoding duplicates the rows of its
   projection (a constant Gather), avoiding ``repeat_interleave`` and unflatten/unbind with -1 sizes,
   which the TorchScript exporter mistranslates.

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trt.contract import OUTPUT_NAMES, infer_layout, input_specs
+from trt.contract import BATCH, OUTPUT_NAMES, infer_layout, input_specs
 from trt.errors import ContractError, EngineError, UserError
 from trt.fileio import sha256_file
 from trt.precision import reduced
@@ -281,14 +281,15 @@ class OpenVINOSession(Runner):
 
     def infer_impl(self, feeds, profile_index):
         """One request; in throughput mode a batch is split across the streams and run concurrently."""
-        batch = feeds["kpts0"].shape[0]
+        batched = {spec.name for spec in self.input_specs if spec.shape[:1] == (BATCH,)}
+        batch = feeds[next(iter(sorted(batched)))].shape[0]
         bounds = np.linspace(0, batch, min(batch, len(self._requests)) + 1).astype(int)
         chunks = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
         start = time.perf_counter()
         with self._lock:  # an infer request serves one call at a time
             running = self._requests[: len(chunks)]
             for request, chunk in zip(running, chunks):
-                request.start_async({name: value if name == "threshold" else np.ascontiguousarray(value[chunk])
+                request.start_async({name: np.ascontiguousarray(value[chunk]) if name in batched else value
                                      for name, value in feeds.items()})
             for request in running:
                 request.wait()

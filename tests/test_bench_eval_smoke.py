@@ -42,6 +42,7 @@ def test_bench_quick(tmp_path, sift_sharp_onnx, data_dir):
     assert all(row["keypoints"] == 256 and row["batch"] == 1 and row["runs"] >= 3 for row in rows.values()
                if "skipped" not in row)
     assert rows["kornia-reference"]["ratio_to_reference"] == 1.0
+    assert rows["kornia-bf16-autocast"]["ratio_to_bf16_reference"] == 1.0  # the second reference
     ours = rows["onnxruntime-cpu"]
     assert 0 < ours["p50_ms"] <= ours["p90_ms"] <= ours["p99_ms"]
     machine = record["machine"]

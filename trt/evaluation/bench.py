@@ -1,6 +1,7 @@
 """Matcher latency of every backend, measured side by side in one run, and the SIFT front-end's cost.
 
-    python bench/matcher_bench.py                 # preset "full": N 512..4096 × B 1, 2, 4 (~6-8 min on 2 cores)
+    python bench/matcher_bench.py                 # preset "full": N 512..4096 × B 1, 2, 4 (~10-12 min on 2 cores)
+    python bench/matcher_bench.py --preset targets   # N 1024 and 2048 at B 1, the CPU targets only
     python bench/matcher_bench.py --quick         # preset "quick": N 256, B 1 (seconds; the tests run it)
 
 Backends, all with the same weights (the official file when it is here, else the sharp test weights,
@@ -15,9 +16,9 @@ Backends, all with the same weights (the official file when it is here, else the
   ``TensorRTSession``, where a CUDA GPU, TensorRT and pycuda exist;
 * ``torch-ours``: our PyTorch module (``trt.models.lightglue``) on the CPU;
 * ``kornia-reference``: ``kornia.feature.LightGlue`` at full depth (depth_confidence = width_confidence
-  = -1) on the CPU, fp32: every ratio in the table is to its time;
+  = -1) on the CPU, fp32: the ratios ("x ref") and the targets are to its time;
 * ``kornia-bf16-autocast``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``, what a
-  PyTorch user on the same CPU would try first.
+  PyTorch user on the same CPU would try first: the second reference ("x bf16 ref").
 
 The CPU targets (``CPU_TARGETS``) are checked on the fastest CPU backend whose precision passed its
 accuracy gate: f32 always, bf16 only when the bf16 gate (``trt.evaluation.bf16_gate``) passed for the
@@ -65,6 +66,7 @@ from trt.extractors import Extractor, get_extractor
 
 OUTPUT_DIR = Path("out/bench")
 REFERENCE = "kornia-reference"
+BF16_REFERENCE = "kornia-bf16-autocast"  # the second reference: what a PyTorch user would try for speed
 # CPU targets, p50 over the reference's at B = 1: the fastest CPU backend that passed its accuracy gate,
 # and ONNX Runtime on its own.
 CPU_TARGETS = {1024: 0.18, 2048: 0.15}
@@ -84,6 +86,18 @@ PRESETS = {
         "slow_max_batch": {512: 4, 1024: 4, 2048: 2, 4096: 1},  # torch backends: most pairs per request
         "engine_precisions": ("fp32", "fp16"),
         "sift_budget_s": 6.0,
+        "gate_preset": "standard",
+    },
+    "targets": {  # the CPU targets only: N = 1024 and 2048 at B = 1, more runs each (~4 min on 2 cores)
+        "keypoints": (1024, 2048),
+        "batches": (1,),
+        "warmup": 1,
+        "min_runs": 5,
+        "max_runs": 30,
+        "budget_s": 15.0,
+        "slow_max_batch": {1024: 1, 2048: 1},
+        "engine_precisions": ("fp32", "fp16"),
+        "sift_budget_s": 2.0,
         "gate_preset": "standard",
     },
     "quick": {
@@ -241,7 +255,7 @@ def torch_backends(extractor: Extractor, weights: MatcherWeights) -> list[Backen
         return lambda: _no_grad(reference, data, autocast=torch.bfloat16)
 
     return [Backend("torch-ours", "cpu", run_ours, slow=True), Backend(REFERENCE, "cpu", run_reference, slow=True),
-            Backend("kornia-bf16-autocast", "cpu", run_reference_bf16, slow=True)]
+            Backend(BF16_REFERENCE, "cpu", run_reference_bf16, slow=True)]
 
 
 def _no_grad(module, *args, autocast=None):
@@ -304,13 +318,13 @@ def bench_matchers(backends: list[Backend], extractor: Extractor, conf: dict) ->
             times = interleaved_times({b.name: b.prepare(feeds) for b in running}, conf["warmup"], conf["min_runs"],
                                       conf["max_runs"], conf["budget_s"])
             base = {"keypoints": n, "batch": batch}
-            reference = latency_summary(times[REFERENCE]) if REFERENCE in times else None
+            references = {key: latency_summary(times[name])["p50_ms"] for key, name in
+                          (("ratio_to_reference", REFERENCE), ("ratio_to_bf16_reference", BF16_REFERENCE)) if name in times}
             for backend in backends:
                 row = {**base, "backend": backend.name, "device": backend.device}
                 if backend.name in times:
                     row.update(latency_summary(times[backend.name]))
-                    if reference is not None:
-                        row["ratio_to_reference"] = row["p50_ms"] / reference["p50_ms"]
+                    row.update({key: row["p50_ms"] / p50 for key, p50 in references.items()})
                 else:
                     row["skipped"] = f"more than {conf['slow_max_batch'].get(n, 0)} pair(s) at N={n} (slow backend)"
                 rows.append(row)
@@ -398,7 +412,8 @@ def format_table(record: dict) -> str:
     lines = [f"CPU: {machine['cpu']}, {machine['cores']} physical cores ({machine['logical_cpus']} logical); "
              f"ISA: {' '.join(name for name, has in machine['isa_features'].items() if has) or 'unknown'}; "
              f"bf16: {machine['bf16']}",
-             f"{'N':>5} {'B':>2}  {'backend':<20} {'runs':>4} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'x ref':>6}"]
+             f"{'N':>5} {'B':>2}  {'backend':<20} {'runs':>4} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'x ref':>6} "
+             f"{'x bf16 ref':>10}"]
     previous = None
     for row in record["matcher"]:
         config = (row["keypoints"], row["batch"])
@@ -407,9 +422,10 @@ def format_table(record: dict) -> str:
         if "skipped" in row:
             lines.append(f"{head}  {row['backend']:<20} skipped: {row['skipped']}")
             continue
-        ratio = f"{row['ratio_to_reference']:.2f}" if "ratio_to_reference" in row else "-"
+        ratio, ratio_bf16 = (f"{row[key]:.2f}" if key in row else "-"
+                             for key in ("ratio_to_reference", "ratio_to_bf16_reference"))
         lines.append(f"{head}  {row['backend']:<20} {row['runs']:>4} {row['p50_ms']:>9.1f} {row['p90_ms']:>9.1f} "
-                     f"{row['p99_ms']:>9.1f} {ratio:>6}")
+                     f"{row['p99_ms']:>9.1f} {ratio:>6} {ratio_bf16:>10}")
     gate = record.get("bf16_gate")
     if gate is not None:
         lines.append(f"bf16 gate ({gate['preset']} preset): {'passed' if gate['passed'] else 'FAILED'}: {gate['summary']}")

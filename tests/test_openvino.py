@@ -161,7 +161,8 @@ def write_gate_record(onnx_path: Path, passed: bool = True, **changes) -> Path:
 
 
 def test_cpu_features_are_read_from_cpuinfo():
-    text = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
     info = parse_cpuinfo(text)
     assert info.model == "Intel(R) Xeon(R) Platinum 8480+" and info.bf16_unit() == "AMX"
     assert info.features["amx_bf16"] and not info.features["amx_int8"] and info.bf16_unsupported() is None

@@ -93,7 +93,8 @@ def bf16_gate_record(onnx_path: Path) -> tuple[Optional[dict], str]:
     if not isinstance(record, dict) or record.get("onnx_sha256") != sha256_file(onnx_path):
         return None, f"{record_path.name} is the bf16 gate record of another model"
     if record.get("preset") != GATE_PRESET:
-        return None, f"{record_path.name} comes from the {record.get('preset')!r} preset, not the full gate ({GATE_PRESET!r})"
+        preset = record.get("preset")
+        return None, f"{record_path.name} comes from the {preset!r} preset, not the full gate ({GATE_PRESET!r})"
     if record.get("policy") != BF16_POLICY:
         return None, f"{record_path.name} records another bf16 policy ({record.get('policy')!r}, now {BF16_POLICY!r})"
     return record, ""

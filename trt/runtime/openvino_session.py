@@ -11,9 +11,11 @@ Precision (``precision``):
 * ``bf16``: ``trt.precision``'s mixed policy. The model is rewritten before compiling (``mixed_bf16``):
   the transformer's ops take and give bf16, with Converts only at the region's borders, and the model
   is compiled with ``INFERENCE_PRECISION_HINT=f32`` so OpenVINO keeps every other op in float32. (A
-  bf16 *hint* would override any float32 island; the per-node marker OpenVINO reads,
-  ``disable_fp16_compression``/"precise", can only be set from C++ or an IR file, and is dropped by the
-  CPU plugin's fusions: the assignment's MatMuls and the projection it folds a scale into stayed bf16);
+  bf16 *hint* would override any float32 island. The per-node marker the CPU plugin reads for bf16 too,
+  ``disable_fp16_compression`` ("precise"), is ignored when set from Python as an rt_info string; set in
+  an IR file it holds for LayerNorm and plain projections but is lost in the plugin's fusions: the
+  assignment's MatMuls, the projection it folds a scale into and matchability fused with its sigmoid
+  stayed bf16, as measured with OpenVINO 2026.4);
 * ``auto``: bf16 where the CPU has AMX-BF16 or AVX512-BF16 (``trt.runtime.cpu``) *and* the bf16 accuracy
   gate has passed for this very model (a record ``<model>.bf16-gate.json`` beside the ONNX, written by
   ``make eval`` / ``bench/bf16_gate.py``, for the ONNX's sha256 and the current ``BF16_POLICY``); else

@@ -167,6 +167,9 @@ def mixed_bf16(model):
             continue
         if node.get_type_name() == "Convert" and node.get_output_element_type(0) == ov.Type.f32:
             raise ContractError(f"{node.get_friendly_name()} converts to float32 inside the bf16 region")
+        if any(output.get_element_type() == ov.Type.f16 for output in node.outputs()):
+            raise ContractError("the model's transformer is FP16 already (an FP16 engine's source ONNX): bf16 runs "
+                                "from the FP32 ONNX, pass it with --onnx")
         for output in node.outputs():
             if output.get_element_type() == ov.Type.f32:
                 leaving += [target for target in output.get_target_inputs()

@@ -3,7 +3,8 @@
 # TARGET_SM (tensorrt-rtx only, e.g. 8.6,8.9,12.0): empty builds for the local GPU (full TensorRT always does;
 # tensorrt-rtx without a GPU builds for every RTX GPU from Ampere on).
 # WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
-# for smoke tests), nn (hand-set nearest-neighbour weights, not trained), or a path to a .pth file.
+# for smoke tests), nn (hand-set nearest-neighbour weights, not trained), sharp (those plus seeded residual
+# updates: the accuracy-check weights, trt/models/sharp.py), or a path to a .pth file.
 # Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
 # (<OUT without .engine>.extractor.engine), named in the matcher's manifest:
 #   make engine EXTRACTOR=aliked EXTRACTOR_WEIGHTS=../shared/data/aliked/aliked-n16.pth
@@ -30,6 +31,9 @@ else ifeq ($(WEIGHTS),random)
 else ifeq ($(WEIGHTS),nn)
   WEIGHTS_FLAG := --nearest-neighbour-weights
   WEIGHTS_TAG  := -nn
+else ifeq ($(WEIGHTS),sharp)
+  WEIGHTS_FLAG := --sharp-weights 0
+  WEIGHTS_TAG  := -sharp
 else
   WEIGHTS_FLAG := --weights $(WEIGHTS)
   WEIGHTS_TAG  := -$(basename $(notdir $(WEIGHTS)))
@@ -67,7 +71,7 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
   LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
 endif
 
-.PHONY: setup onnx engine demo test bench eval trtexec sfm clean
+.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -112,13 +116,15 @@ demo:
 test:
 	$(PYTHON) -m pytest -q -ra --durations=15
 
-# Latency of every backend side by side (ONNX Runtime, TensorRT where a GPU is, our torch module, kornia's
-# reference), the SIFT front-end against bare OpenCV, and engine build time per profile count.
+# Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
+# torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and
+# engine build time per profile count.
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
-	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-random0.onnx
+	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
 
-# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16.
+# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
+# ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU.
 eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR)
 
@@ -135,6 +141,11 @@ sfm:
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
 		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
+
+# The bf16 accuracy gate for a model (default: the ONNX of EXTRACTOR and WEIGHTS): OpenVINO bf16 against f32
+# on make eval's datasets; writes X.bf16-gate.json beside it, which --precision auto reads.
+bf16-gate: $(ONNX)
+	$(PYTHON) bench/bf16_gate.py --onnx $(ONNX)
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

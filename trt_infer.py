@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on ONNX Runtime.
+"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on OpenVINO or ONNX Runtime.
 
     python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
@@ -22,6 +22,7 @@ from trt.contract import DEFAULT_THRESHOLD
 from trt.engine.manifest import manifest_path
 from trt.extractors import EXTRACTORS
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.runtime.openvino_session import PRECISIONS
 from trt.validation import (
     DEFAULT_MAX_PIXELS,
     MAX_KEYPOINTS,
@@ -44,7 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--engine", type=path_arg, required=True, help="the .engine file (its manifest X.engine.json beside it)")
     parser.add_argument("--onnx", type=path_arg, help="the engine's source ONNX, if not where its manifest says")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
+                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else OpenVINO (CPU), "
+                             "else ONNX Runtime")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="OpenVINO: f32, or mixed bf16; auto: bf16 where the CPU has AMX or AVX512-BF16 and "
+                             "the bf16 accuracy gate passed for the model, else f32")
     parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
                         help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
     parser.add_argument("--max-keypoints", type=max_keypoints_arg,
@@ -94,7 +99,8 @@ def matcher_options(args) -> dict:
     return dict(
         engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
-        cuda_graphs=args.cuda_graphs,
+        cuda_graphs=args.cuda_graphs, precision=args.precision,
+        mode="throughput" if args.pairs is not None else "latency",
     )
 
 
@@ -110,7 +116,7 @@ def format_timings(timings: dict) -> str:
 
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
-    from trt.runtime.jobs import format_device_memory, prepare_pair, run_pair
+    from trt.runtime.jobs import backend_label, format_device_memory, prepare_pair, run_pair
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -122,7 +128,7 @@ def match_one(args) -> list[Path]:
         result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
-    print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:

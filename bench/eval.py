@@ -26,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_run_arguments(parser, OUTPUT_DIR)  # the nearest-neighbour weights are always evaluated
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
-                        help="default: onnxruntime, plus tensorrt where a GPU, TensorRT and pycuda exist")
+                        help="default: onnxruntime, openvino where it is installed, and tensorrt where a GPU, "
+                             "TensorRT and pycuda exist")
     return parser.parse_args(argv)
 
 

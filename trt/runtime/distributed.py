@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from trt.errors import UserError
 from trt.runtime.jobs import (
-    CHUNK, Extracted, ImageTask, Outcome, PairEntry, extract_image, failure_reason, format_device_memory, match_features,
+    CHUNK, Extracted, ImageTask, Outcome, PairEntry, backend_label, extract_image, failure_reason, format_device_memory,
+    match_features,
 )
 
 MAX_RESTARTS = 3  # times Ray restarts a dead actor (and retries its calls in flight)
@@ -99,7 +100,7 @@ class MatcherActor:
         return {
             "pid": os.getpid(),
             "node": socket.gethostname(),
-            "backend": self.matcher.summary["backend"] if self.matcher else None,
+            "backend": backend_label(self.matcher.summary) if self.matcher else None,
             "device_memory": format_device_memory(self.matcher.summary) if self.matcher else None,
             "error": self.error,
         }

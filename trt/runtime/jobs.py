@@ -505,6 +505,11 @@ class FeatureStore:
             self._spill_dir = None
 
 
+def backend_label(summary: dict) -> str:
+    """"openvino bf16", "onnxruntime", ...: the backend, and the precision where the backend chose one."""
+    return " ".join(filter(None, (summary["backend"], summary.get("runtime_precision"))))
+
+
 def format_device_memory(summary: dict) -> str | None:
     """Device memory each profile holds (TensorRT): activations and I/O buffers; None for other backends."""
     memory = summary.get("device_memory")
@@ -548,7 +553,7 @@ class LocalStages:
         self.store.drop(name)
 
     def describe(self) -> str:
-        return f"this process ({self.matcher.summary['backend']})"
+        return f"this process ({backend_label(self.matcher.summary)})"
 
     def device_memory(self) -> Optional[str]:
         return format_device_memory(self.matcher.summary)

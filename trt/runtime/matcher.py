@@ -1,4 +1,4 @@
-"""The Python API: images (or features) in, matches out, on whichever backend can run here.
+"""The Python API: images (or features) in, matches out, on the best backend that can run here.
 
     with Matcher.from_engine("sift.engine") as matcher:
         result = matcher.match("a.jpg", "b.jpg")
@@ -7,7 +7,8 @@
 Conventions: keypoints are (x, y) in pixels of the original images, the centre of the top-left pixel at
 (0, 0); ``matches0[i]`` is the index of keypoint i's match in image 1, -1 for none.
 
-``Matcher`` depends only on the runner interface (``trt.runtime.base.Runner``). It keeps every request
+``Matcher`` depends only on the runner interface (``trt.runtime.base.Runner``): TensorRT on a GPU,
+OpenVINO on the CPU (f32 or mixed bf16), ONNX Runtime anywhere (``choose_backend``). It keeps every request
 inside the engine's profiles: pairs are padded up to the chosen profile's minimum, batched no larger
 than a profile takes, and an image with more keypoints than the largest profile holds keeps its
 strongest (with a warning, or a ContractError when ``on_overflow="error"``).
@@ -29,6 +30,7 @@ from trt.extractors import get_extractor
 from trt.features.base import Features, pack_pairs
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+from trt.runtime.openvino_session import MODES, PRECISIONS, OpenVINOSession, openvino_unavailable
 from trt.runtime.tensorrt_session import (
     TensorRTSession,
     check_source_onnx,
@@ -47,7 +49,8 @@ from trt.validation import (
     check_threshold,
 )
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime")
+BACKEND_NAMES = {"tensorrt": "TensorRT", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 ON_OVERFLOW = ("truncate", "error")
 METADATA_EXTRACTOR = "lightglue.extractor"
 DEFAULT_SIFT_KEYPOINTS = 4096  # the SIFT front-end's default, lowered to what the engine's profiles hold
@@ -104,7 +107,7 @@ def empty_result(f0: Features, f1: Features) -> MatchResult:
 
 
 class Matcher:
-    """LightGlue matching on a runner (TensorRT or ONNX Runtime session); see the module docstring.
+    """LightGlue matching on a runner (TensorRT, OpenVINO or ONNX Runtime session); see the module docstring.
 
     ``threshold``: match score threshold. ``max_num_keypoints``: keep at most this many (strongest)
     keypoints per image; None keeps what the profiles hold. ``on_overflow``: "truncate" (keep the
@@ -166,28 +169,37 @@ class Matcher:
         resize: Optional[int] = DEFAULT_RESIZE,
         cuda_graphs: bool = False,
         threads: Optional[int] = None,
+        precision: str = "auto",
+        mode: str = "latency",
     ) -> "Matcher":
-        """A matcher serving ``engine``: on TensorRT where a CUDA GPU, TensorRT and pycuda exist, else
-        (``backend="auto"``) on ONNX Runtime with the engine's source ONNX, saying so in one line on stderr.
+        """A matcher serving ``engine`` on the backend ``choose_backend`` picks (or the one asked for),
+        saying in one line on stderr which it chose and why (and, on OpenVINO, in which precision).
 
-        ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there is no
-        manifest); ``cuda_graphs``: TensorRT only, see ``TensorRTSession``; ``threads``: ONNX Runtime only,
-        intra-op threads (default: the physical cores; workers sharing a machine take a share each).
+        TensorRT runs the engine; OpenVINO and ONNX Runtime run its source ONNX, within the engine's
+        profiles. ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there
+        is no manifest); ``cuda_graphs``: TensorRT only, see ``TensorRTSession``; ``threads``: OpenVINO and
+        ONNX Runtime, threads per inference (default: the physical cores; workers sharing a machine take a
+        share each); ``precision`` ("auto", "f32", "bf16") and ``mode`` ("latency", "throughput"): OpenVINO
+        only, see ``OpenVINOSession``, whose model cache is kept beside the engine (``openvino_cache_dir``).
         Other arguments: ``Matcher``.
         """
-        if backend not in BACKENDS:
-            raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if mode not in MODES:
+            raise UserError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
         engine = check_path(engine, "the engine path")
         onnx = check_path(onnx, "the ONNX path") if onnx is not None else None
         manifest = load_manifest(engine)
         check_matcher_manifest(engine, manifest)
-        reason = None
-        if backend == "auto":
-            reason = tensorrt_unavailable(manifest)
-            backend = "onnxruntime" if reason else "tensorrt"
+        requested = backend
+        backend, reason = choose_backend(backend, manifest)
+        if precision != "auto" and backend != "openvino":
+            raise UserError(f"precision {precision} is an OpenVINO setting, but the backend is {BACKEND_NAMES[backend]}: "
+                            "use --backend openvino, or precision auto")
         if backend == "tensorrt":
             runner = TensorRTSession(engine, onnx=onnx, cuda_graphs=cuda_graphs)
             onnx_path = runner.onnx_path
+            serving = "the engine on TensorRT"
         else:
             read_engine(engine, manifest)  # a missing, truncated or replaced engine is an error here too
             onnx_path = source_onnx_path(engine, manifest, onnx)
@@ -197,9 +209,16 @@ class Matcher:
                 )
             check_source_onnx(onnx_path, manifest, required=True)
             profiles = profiles_from_manifest(manifest) if manifest is not None else None
-            runner = OnnxRuntimeSession(onnx_path, profiles=profiles, threads=threads)
-            if reason:
-                print(f"notice: {reason}; running the engine's source ONNX {onnx_path} on ONNX Runtime", file=sys.stderr)
+            if backend == "openvino":
+                runner = OpenVINOSession(onnx_path, profiles=profiles, precision=precision,
+                                         cache_dir=openvino_cache_dir(engine), mode=mode, threads=threads)
+                serving = (f"the engine's source ONNX {onnx_path} on OpenVINO in {runner.precision} "
+                           f"({runner.precision_reason})")
+            else:
+                runner = OnnxRuntimeSession(onnx_path, profiles=profiles, threads=threads)
+                serving = f"the engine's source ONNX {onnx_path} on ONNX Runtime"
+        if requested == "auto" or backend == "openvino":
+            print(f"notice: {reason + '; ' if reason else ''}serving {serving}", file=sys.stderr)
         summary = engine_summary(engine, manifest, onnx_path)
         return cls(
             runner, threshold, max_num_keypoints, on_overflow, extractor, summary,
@@ -337,6 +356,27 @@ class Matcher:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def choose_backend(requested: str, manifest) -> tuple[str, Optional[str]]:
+    """(backend, why) for a requested backend: "auto" takes TensorRT (a GPU the engine targets, with its
+    runtime and pycuda), else OpenVINO (on the CPU), else ONNX Runtime; why is None when not "auto"."""
+    if requested not in BACKENDS:
+        raise UserError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested, None
+    tensorrt_reason = tensorrt_unavailable(manifest)
+    if tensorrt_reason is None:
+        return "tensorrt", "TensorRT can run the engine here"
+    openvino_reason = openvino_unavailable()
+    if openvino_reason is None:
+        return "openvino", f"TensorRT cannot run here ({tensorrt_reason})"
+    return "onnxruntime", f"TensorRT cannot run here ({tensorrt_reason}) and {openvino_reason}"
+
+
+def openvino_cache_dir(engine: Path) -> Path:
+    """OpenVINO's model cache for an engine: ``X.openvino-cache/`` beside ``X.engine``."""
+    return engine.with_name(f"{engine.stem}.openvino-cache")
 
 
 def engine_summary(engine: Path, manifest, onnx_path: Optional[Path]) -> dict:

@@ -3,7 +3,8 @@
 # TARGET_SM (tensorrt-rtx only, e.g. 8.6,8.9,12.0): empty builds for the local GPU (full TensorRT always does;
 # tensorrt-rtx without a GPU builds for every RTX GPU from Ampere on).
 # WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
-# for smoke tests), nn (hand-set nearest-neighbour weights, not trained), or a path to a .pth file.
+# for smoke tests), nn (hand-set nearest-neighbour weights, not trained), sharp (those plus seeded residual
+# updates: the accuracy-check weights, trt/models/sharp.py), or a path to a .pth file.
 # Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
 # (<OUT without .engine>.extractor.engine), named in the matcher's manifest:
 #   make engine EXTRACTOR=aliked EXTRACTOR_WEIGHTS=../shared/data/aliked/aliked-n16.pth
@@ -30,6 +31,9 @@ else ifeq ($(WEIGHTS),random)
 else ifeq ($(WEIGHTS),nn)
   WEIGHTS_FLAG := --nearest-neighbour-weights
   WEIGHTS_TAG  := -nn
+else ifeq ($(WEIGHTS),sharp)
+  WEIGHTS_FLAG := --sharp-weights 0
+  WEIGHTS_TAG  := -sharp
 else
   WEIGHTS_FLAG := --weights $(WEIGHTS)
   WEIGHTS_TAG  := -$(basename $(notdir $(WEIGHTS)))
@@ -67,7 +71,7 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
   LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
 endif
 
-.PHONY: setup onnx engine demo test bench eval trtexec clean
+.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -112,18 +116,39 @@ demo:
 test:
 	$(PYTHON) -m pytest -q -ra --durations=15
 
-# Latency of every backend side by side (ONNX Runtime, TensorRT where a GPU is, our torch module, kornia's
-# reference), the SIFT front-end against bare OpenCV, and engine build time per profile count; the learned
-# extractors per image size (ONNX Runtime, TensorRT, our torch module, kornia's ALIKED and DISK).
+# Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
+# torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and
+# engine build time per profile count; the learned extractors per image size (ONNX Runtime, OpenVINO,
+# TensorRT, our torch module, kornia's ALIKED and DISK).
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
-	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-random0.onnx
+	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
 
-# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data), FP32 and FP16;
-# a learned EXTRACTOR (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
+# Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
+# ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR
+# (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
 eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
+
+# Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+# OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
+# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
+PAIRS  ?= exhaustive
+ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
+sfm:
+	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
+	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))
+	$(MAKE) engine OUT=$(ENGINE)
+	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
+		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
+		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
+
+# The bf16 accuracy gate for a model (default: the ONNX of EXTRACTOR and WEIGHTS): OpenVINO bf16 against f32
+# on make eval's datasets; writes X.bf16-gate.json beside it, which --precision auto reads.
+bf16-gate: $(ONNX)
+	$(PYTHON) bench/bf16_gate.py --onnx $(ONNX)
 
 clean:
 	rm -rf out weights/*.onnx weights/*.engine weights/*.engine.json

@@ -11,7 +11,8 @@ both export both (and write neither unless both succeed).
 
 Matcher weights: the official checkpoint (weights/<extractor>_lightglue.pth, downloaded when absent), a
 file (--weights), a seeded random state dict for tests (--random-weights SEED), or the hand-set
-nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descriptor-space baseline).
+nearest-neighbour weights (--nearest-neighbour-weights, not trained: a descriptor-space baseline), or
+the sharp test weights (--sharp-weights SEED: those plus seeded residual updates, for accuracy checks).
 Extractor weights: the official checkpoint of --extractor-model (weights/aliked-n16.pth,
 superpoint_v1.pth, depth-save.pth; downloaded when absent), a file (--extractor_weights), or seeded
 random weights of the official layout (--extractor-random-weights SEED).
@@ -44,6 +45,9 @@ def parse_args() -> argparse.Namespace:
                          help="seeded random weights of the official layout (tests and smoke runs only)")
     weights.add_argument("--nearest-neighbour-weights", action="store_true",
                          help="hand-set weights that reduce LightGlue to dual-softmax mutual nearest neighbours")
+    weights.add_argument("--sharp-weights", type=int, metavar="SEED", default=None,
+                         help="nearest-neighbour weights plus seeded residual updates: peaked attention and "
+                              "assignment, for backend and precision checks (not trained)")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
                         help="where official checkpoints are looked for and downloaded to")
 
@@ -103,7 +107,8 @@ def main() -> list[Path]:
         output = args.lightglue_path or args.weights_dir / f"{args.extractor_type}_lightglue.onnx"
         jobs.append((export_matcher, output, dict(
             extractor=args.extractor_type, weights=args.weights, random_seed=args.random_weights,
-            nearest_neighbour=args.nearest_neighbour_weights, dynamic=args.dynamic, batch_size=batch_size,
+            nearest_neighbour=args.nearest_neighbour_weights, sharp_seed=args.sharp_weights, dynamic=args.dynamic,
+            batch_size=batch_size,
             num_keypoints=1024 if args.num_keypoints is None else args.num_keypoints, opset=args.opset,
             weights_dir=args.weights_dir)))
     # Every checkpoint first (downloaded when absent): a missing one ends the run before any export starts.
@@ -116,7 +121,7 @@ def main() -> list[Path]:
     if args.extractor_path is not None and args.extractor_random_weights is None:
         resolve_weights(get_network(args.extractor_type, args.extractor_model), args.extractor_weights,
                         args.weights_dir, hint=WEIGHTS_HINT)
-    if len(jobs) > 1 and args.random_weights is None and not args.nearest_neighbour_weights:
+    if len(jobs) > 1 and args.random_weights is None and not args.nearest_neighbour_weights and args.sharp_weights is None:
         resolve_weights(get_extractor(args.extractor_type), args.weights, args.weights_dir)
     # Each file lands only when every export succeeded: no extractor without its matcher, or the reverse.
     with ExitStack() as stack:

@@ -1,17 +1,21 @@
 #!/usr/bin/env python
-"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on ONNX Runtime.
+"""Match images with a LightGlue engine: TensorRT on a GPU, else the engine's ONNX on OpenVINO or ONNX Runtime.
 
     python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
+    python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/ --ray [ADDRESS]
     python trt_infer.py --engine weights/aliked_lightglue.engine img0.jpg img1.jpg   # + its extractor engine
 
 Images go through SIFT on the host, or through the learned extractor engine the matcher engine's
 manifest names (make engine EXTRACTOR=aliked builds both), on the same backend as the matcher.
 
-A pairs file has one "image0 image1" per line (paths relative to the pairs file's folder; blank lines
-and lines starting with # are skipped); each pair's matches go to OUTPUT_DIR/<image0>__<image1>.<format>.
-Outputs are written atomically: a failed run leaves no partial file. See trt/runtime/outputs.py for
-the file layout and trt/runtime/matcher.py for the Python API.
+A pairs file has one "image0 image1" per line (paths relative to the pairs file's folder, or to
+--image-dir; blank lines and lines starting with # are skipped); each pair's matches go to
+OUTPUT_DIR/<image0>__<image1>.<format>, or with --format hloc into OUTPUT_DIR/features.h5 and
+matches.h5. Outputs are written atomically; a rerun skips the pairs already done. A bad pair is
+reported with its line and skipped: the job ends with exit status 3 when some pairs failed. See
+trt/runtime/jobs.py (pairs jobs), trt/runtime/distributed.py (Ray), trt/sfm/ (hloc, COLMAP),
+trt/runtime/outputs.py (file layout) and trt/runtime/matcher.py (the Python API).
 """
 
 import argparse
@@ -22,6 +26,7 @@ from trt.contract import DEFAULT_THRESHOLD
 from trt.engine.manifest import manifest_path
 from trt.extractors import EXTRACTORS
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.runtime.openvino_session import PRECISIONS
 from trt.validation import (
     DEFAULT_MAX_PIXELS,
     MAX_KEYPOINTS,
@@ -50,7 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the extractor engine's source ONNX, if not where its manifest says (or, without an "
                              "extractor engine, the extractor ONNX to run on ONNX Runtime)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else ONNX Runtime")
+                        help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else OpenVINO (CPU), "
+                             "else ONNX Runtime")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="OpenVINO: f32, or mixed bf16; auto: bf16 where the CPU has AMX or AVX512-BF16 and "
+                             "the bf16 accuracy gate passed for the model, else f32")
     parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
                         help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
     parser.add_argument("--max-keypoints", type=max_keypoints_arg,
@@ -67,7 +76,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
     parser.add_argument("--pairs", type=path_arg, help="text file of image pairs, one 'image0 image1' per line")
     parser.add_argument("--output-dir", type=path_arg, help="with --pairs: folder for one matches file per pair")
-    parser.add_argument("--format", choices=("json", "npz"), default="json", help="with --pairs: file format")
+    parser.add_argument("--format", choices=("json", "npz", "hloc"), default="json",
+                        help="with --pairs: one json/npz file per pair, or hloc's features.h5 and matches.h5")
+    parser.add_argument("--image-dir", type=path_arg, help="with --pairs: folder the pairs file's image paths are relative to")
+    parser.add_argument("--overwrite", action="store_true", help="with --pairs: redo pairs whose output exists")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="with --pairs: match on Ray actors; a local Ray instance, or the cluster at ADDRESS")
+    parser.add_argument("--workers", type=int, help="with --ray: matcher actors (default: one per GPU, else per node)")
+    parser.add_argument("--colmap-db", type=path_arg, help="with --pairs: also write a COLMAP database of the matches")
     args = parser.parse_args(argv)
     if args.pairs is None:
         if len(args.images) != 2:
@@ -81,15 +97,27 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--pairs needs --output-dir")
         if args.output is not None or args.viz is not None:
             parser.error("--output and --viz are for one pair; with --pairs use --output-dir")
+    pairs_only = [flag for flag, value in (("--image-dir", args.image_dir), ("--overwrite", args.overwrite),
+                  ("--ray", args.ray), ("--workers", args.workers), ("--colmap-db", args.colmap_db)) if value]
+    if args.pairs is None and pairs_only:
+        parser.error(f"{pairs_only[0]} goes with --pairs")
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        parser.error("--workers N (N >= 1) goes with --ray")
     return args
 
 
-def make_matcher(args) -> Matcher:
-    return Matcher.from_engine(
-        args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
+def matcher_options(args) -> dict:
+    """The arguments of ``Matcher.from_engine`` (Ray workers build their own matcher from them)."""
+    return dict(
+        engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
+        precision=args.precision, mode="throughput" if args.pairs is not None else "latency",
     )
+
+
+def make_matcher(args) -> Matcher:
+    return Matcher.from_engine(**matcher_options(args))
 
 
 def format_timings(timings: dict) -> str:
@@ -104,23 +132,9 @@ def format_timings(timings: dict) -> str:
     return ", ".join(parts)
 
 
-def format_device_memory(summary: dict) -> str | None:
-    """Device memory each profile holds (TensorRT): activations and I/O buffers, the extractor engine's too;
-    None for other backends."""
-    mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
-    lines = []
-    for label, memory in (("", summary.get("device_memory")),
-                          ("extractor ", summary.get("extractor_engine", {}).get("device_memory"))):
-        if memory:
-            lines.append(f"{label}device memory: " + ", ".join(
-                f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} "
-                "buffers)" for name, m in memory.items()))
-    return "\n".join(lines) or None
-
-
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
-    from trt.runtime.jobs import prepare_pair, run_pair
+    from trt.runtime.jobs import backend_label, format_device_memory, prepare_pair, run_pair
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -134,7 +148,7 @@ def match_one(args) -> list[Path]:
         result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
-    print(f"matches: {len(result)} (threshold {args.threshold:g}, {result.engine['backend']})")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:
@@ -144,25 +158,21 @@ def match_one(args) -> list[Path]:
     return written
 
 
-def match_pairs(args) -> list[Path]:
-    """Match every pair of --pairs into --output-dir; return the paths written."""
-    from trt.runtime.jobs import match_pairs_file, read_pairs
+def match_pairs(args):
+    """Match every pair of --pairs into --output-dir; print the summary; return the job's report."""
+    from trt.runtime.jobs import run_pairs_file
 
-    read_pairs(args.pairs)  # a bad pairs file is reported before the engine is loaded
-    with make_matcher(args) as matcher:
-        run = match_pairs_file(matcher, args.pairs, args.output_dir, args.format)
-        summary = matcher.summary
-    pairs = len(run.written)
-    print(f"{pairs} pairs, {run.matches / pairs:.1f} matches per pair ({summary['backend']})")
-    print(f"time: {format_timings(run.timings)} in total")
-    memory = format_device_memory(summary)
-    if memory:
-        print(memory)
-    print(f"wrote {pairs} files to {args.output_dir}")
-    return run.written
+    report = run_pairs_file(
+        args.pairs, args.output_dir, matcher_options(args), fmt=args.format, image_dir=args.image_dir,
+        overwrite=args.overwrite, ray=args.ray, workers=args.workers, colmap_db=args.colmap_db,
+    )
+    for line in report.lines():
+        print(line)
+    report.raise_for_failures()
+    return report
 
 
-def main(argv=None) -> list[Path]:
+def main(argv=None):
     args = parse_args(argv)
     with pixel_limit(args.max_pixels):
         return match_pairs(args) if args.pairs is not None else match_one(args)

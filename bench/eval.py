@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_run_arguments(parser, OUTPUT_DIR)  # the nearest-neighbour weights are always evaluated
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
-                        help="default: onnxruntime, plus tensorrt where a GPU, TensorRT and pycuda exist")
+                        help="default: onnxruntime, openvino where it is installed, and tensorrt where a GPU, "
+                             "TensorRT and pycuda exist")
     parser.add_argument("--extractors", nargs="+", choices=["sift", *DEFAULT_NETWORKS], default=["sift"],
                         help="feature types, side by side (learned ones with their official checkpoint, from weights/ "
                              "or the shared data's aliked/); default: sift")

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Matcher latency of every backend side by side (ONNX Runtime, TensorRT, our torch module, kornia's
-LightGlue), and the SIFT front-end against bare OpenCV. The work is in trt/evaluation/bench.py.
+"""Matcher latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT, our torch
+module, kornia's LightGlue in fp32 and bf16 autocast), and the SIFT front-end against bare OpenCV. The work is
+in trt/evaluation/bench.py.
 
-    python bench/matcher_bench.py                         # preset "full" (~6-8 min on 2 cores)
+    python bench/matcher_bench.py                         # preset "full" (~10-12 min on 2 cores, with the bf16 gate)
+    python bench/matcher_bench.py --preset targets        # N 1024 and 2048 at B 1: the CPU targets only
     python bench/matcher_bench.py --quick                 # preset "quick": N 256, B 1
     python bench/matcher_bench.py --output-dir /tmp/bench --weights weights/sift_lightglue.pth
 """

@@ -51,6 +51,12 @@ def sift_nn_onnx(model_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sift_sharp_onnx(model_cache) -> Path:
+    """SIFT matcher with the sharp test weights (trt.models.sharp): what every backend-accuracy check uses."""
+    return _export(model_cache, "sift_sharp0", extractor="sift", sharp_seed=0, dynamic=True)
+
+
+@pytest.fixture(scope="session")
 def superpoint_onnx(model_cache) -> Path:
     return _export(model_cache, "superpoint_random0", extractor="superpoint", random_seed=0, dynamic=True)
 

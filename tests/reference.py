@@ -9,9 +9,9 @@ from trt.extractors import Extractor
 from trt.features.base import Features
 
 
-def kornia_matcher(extractor: Extractor, state_dict: dict):
-    """kornia's LightGlue at full depth, threshold 0, with ``state_dict``."""
-    return kornia_reference(extractor, state_dict, threshold=0.0)
+def kornia_matcher(extractor: Extractor, state_dict: dict, threshold: float = 0.0):
+    """kornia's LightGlue at full depth with ``state_dict``, keeping matches scored above ``threshold``."""
+    return kornia_reference(extractor, state_dict, threshold=threshold)
 
 
 def kornia_match(matcher, f0: Features, f1: Features) -> dict[str, np.ndarray]:

@@ -196,6 +196,49 @@ def test_export_check_catches_a_wrong_graph():
         compare_outputs(expected, {**expected, "mscores0": np.array([[0.5, 0.41, 0.0]], np.float32)}, "test")
 
 
+def test_export_check_compares_scores_in_proportion():
+    """Peaked weights put exp of sums in the thousands: float32 moves such scores by ~0.1 % (the sharp set: up
+    to 0.0005 in absolute terms, which the old absolute 1e-4 refused), and scores below float32's normal range
+    carry no digits at all; a 2 % error is still refused, and so are flipped matches."""
+    from trt.onnx.export import compare_outputs
+
+    expected = {"matches0": np.array([[0, 1, 2, 3, -1]], np.int32),
+                "mscores0": np.array([[0.93, 0.2, 3e-30, 1e-40, 0.0]], np.float32)}
+    close = np.array([[0.93 * 1.003, 0.2 * 0.996, 3e-30 * 1.005, 3e-42, 0.0]], np.float32)
+    assert np.abs(close - expected["mscores0"]).max() > 1e-3
+    compare_outputs(expected, {**expected, "mscores0": close}, "test")
+    with pytest.raises(ContractError, match=r"mscores0 differs from the torch module by up to 2\.0.*Δ log score"):
+        compare_outputs(expected, {**expected, "mscores0": expected["mscores0"] * np.float32(1.02)}, "test")
+    mutual_flip = expected["mscores0"].copy()
+    mutual_flip[0, 2] = 0.0  # a mutual match no longer mutual (its matches0 would differ too)
+    with pytest.raises(ContractError, match="matches0 differs"):
+        compare_outputs(expected, {**expected, "mscores0": mutual_flip}, "test")
+
+
+def test_sharp_weights_make_the_transformer_matter_and_keep_the_assignment_peaked():
+    from trt.engine.gate import gate_pairs
+    from trt.features.base import pack_pairs
+    from trt.models.nearest_neighbour import nearest_neighbour_state_dict
+    from trt.models.sharp import sharp_state_dict
+
+    extractor = get_extractor("sift")
+    models = {}
+    for name, make in (("nn", nearest_neighbour_state_dict), ("sharp", lambda m: sharp_state_dict(m, 0))):
+        models[name] = LightGlue(extractor).eval()
+        load_state_dict_strict(models[name], make(models[name]), name)
+    seeded = [sharp_state_dict(models["nn"], seed)["transformers.0.cross_attn.to_qk.weight"] for seed in (0, 0, 1)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+    f0, f1 = gate_pairs(extractor.descriptor_dim, extractor.scale_ori)[0]
+    f0, f1 = f0.top_k(300), f1.top_k(280)
+    feeds = tuple(torch.from_numpy(v) for v in pack_pairs([(f0, f1)], len(f0), len(f1), 0.1).values())
+    with torch.no_grad():
+        nn_matches, sharp_matches = (models[name](*feeds)[0][0].numpy() for name in ("nn", "sharp"))
+        sharp_scores = models["sharp"](*feeds)[2][0].numpy()
+    matched = sharp_matches > -1
+    assert matched.sum() > 150 and np.median(sharp_scores[matched]) > 0.5  # a peaked assignment
+    assert np.mean(sharp_matches != nn_matches) > 0.02  # the transformer changes matches
+
+
 def test_download_when_absent_verifies_and_writes_atomically(tmp_path, official_layout_checkpoint, monkeypatch):
     """The official-weights path end to end against a loopback server standing in for the release host."""
     import functools

@@ -168,6 +168,21 @@ def test_an_image_smaller_than_the_stride_is_refused(aliked_runner, graffiti):
         LearnedExtractor(aliked_runner)(np.zeros((1000, 16), np.uint8))
 
 
+def test_openvino_runs_the_extractor_as_onnxruntime_does(aliked_runner, aliked_extractor_onnx, graffiti, tmp_path):
+    """The learned extractor on OpenVINO (f32, the auto backend on a CPU): the contract, keypoints and
+    descriptors of ONNX Runtime."""
+    from trt.runtime.openvino_session import OpenVINOSession
+
+    image = graffiti[0]
+    want = LearnedExtractor(aliked_runner, resize=512)(image)
+    with OpenVINOSession(aliked_extractor_onnx, precision="f32", cache_dir=tmp_path / "cache") as runner:
+        assert runner.contract == aliked_runner.contract and runner.summary()["runtime_precision"] == "f32"
+        got = LearnedExtractor(runner, resize=512)(image)
+    assert len(want) > 500 and got.image_size == want.image_size
+    agreement = feature_agreement(want.keypoints, want.descriptors, got.keypoints, got.descriptors, 0.5)
+    assert agreement.recall >= 0.99 and agreement.min_cosine >= 0.999, agreement
+
+
 @pytest.mark.parametrize("network", ["superpoint", "disk"])
 def test_superpoint_and_disk_front_ends(network, superpoint_extractor_onnx, disk_extractor_onnx, graffiti):
     """SuperPoint takes grayscale (a colour image is converted with the reference's weights), DISK pads
@@ -277,7 +292,7 @@ def test_aliked_recovers_graffiti_through_trt_infer(served, data_dir, tmp_path):
     assert error < 3.0 and len(points0) > 300, (error, len(points0))
     assert len(record["keypoints0"]) <= 2048 and record["engine"]["extractor"] == "aliked"
     linked = record["engine"]["extractor_engine"]
-    assert linked["network"]["name"] == "aliked-n16" and linked["backend"] == "onnxruntime"
+    assert linked["network"]["name"] == "aliked-n16" and linked["backend"] == "openvino"  # auto, on a CPU
     assert {"extract", "extract_compute", "match", "compute"} <= set(record["timings"])
     assert "time: extract " in done.stdout and "(compute " in done.stdout and ", match " in done.stdout
 

@@ -44,11 +44,16 @@ def test_make_engine_with_random_weights_then_trt_infer(tmp_path):
         run = subprocess.run([sys.executable, str(ROOT / "trt_infer.py"), "--engine", str(engine), str(image0),
                               str(image1), flag, str(output)], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
-        assert "notice:" in run.stderr and "ONNX Runtime" in run.stderr
+        assert "notice:" in run.stderr and "on OpenVINO in f32" in run.stderr
     record = json.loads(outputs[0].read_text())
     assert len(record["keypoints0"]) > 1000 and record["engine"]["precision"] == "fp32"
     assert np.load(outputs[1])["keypoints0"].shape == (len(record["keypoints0"]), 2)
     assert outputs[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_weights_sharp_exports_the_sharp_test_weights():
+    dry = make("-nB", "onnx", "EXTRACTOR=sift", "WEIGHTS=sharp")
+    assert dry.returncode == 0 and "--sharp-weights 0" in dry.stdout and "weights/sift_lightglue-sharp.onnx" in dry.stdout
 
 
 @pytest.mark.slow

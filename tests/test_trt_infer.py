@@ -1,5 +1,6 @@
 """trt_infer.py end to end on this CPU machine: engines built with tensorrt-rtx from the real exported
-matcher, served through the ONNX Runtime fallback; every user error ends in one message and no file.
+matcher, served on the CPU backends (OpenVINO, which --backend auto picks without a GPU, and ONNX Runtime);
+every user error ends in one message and no file.
 """
 
 import json
@@ -12,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from trt.runtime.cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "trt_infer.py"
@@ -47,6 +50,11 @@ def sift_engine(sift_onnx, model_cache) -> Path:
 @pytest.fixture(scope="session")
 def sift_nn_engine(sift_nn_onnx, model_cache) -> Path:
     return build(sift_nn_onnx, model_cache)
+
+
+@pytest.fixture(scope="session")
+def sift_sharp_engine(sift_sharp_onnx, model_cache) -> Path:
+    return build(sift_sharp_onnx, model_cache)
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +103,9 @@ def test_cli_writes_json_npz_and_png(sift_engine, images, tmp_path):
                    "--output", out_json, "--viz", out_png)
     assert done.returncode == 0, done.stderr
     notices = [line for line in done.stderr.splitlines() if line.startswith("notice:")]
-    assert len(notices) == 1 and "ONNX Runtime" in notices[0] and "no CUDA GPU" in notices[0]
-    assert "image0" in done.stdout and "keypoints" in done.stdout and "matches:" in done.stdout
+    assert len(notices) == 1 and "on OpenVINO in f32" in notices[0] and "no CUDA GPU" in notices[0], notices
+    assert "bf16 accuracy gate has not been run" in notices[0] or "neither AMX-BF16 nor AVX512-BF16" in notices[0]
+    assert "image0" in done.stdout and "keypoints" in done.stdout and "(threshold 0, openvino f32)" in done.stdout
     assert "extract" in done.stdout and "match" in done.stdout
 
     record = json.loads(out_json.read_text())
@@ -105,14 +114,16 @@ def test_cli_writes_json_npz_and_png(sift_engine, images, tmp_path):
     assert len(matches) == len(record["scores"]) > 0  # threshold 0: every mutual match is kept
     assert matches[:, 0].max() < len(k0) and matches[:, 1].max() < len(k1)
     assert record["image_size0"] == [800.0, 640.0]
-    assert record["engine"]["backend"] == "onnxruntime" and record["engine"]["builder"]["name"] == "tensorrt-rtx"
+    assert record["engine"]["backend"] == "openvino" and record["engine"]["builder"]["name"] == "tensorrt-rtx"
+    assert record["engine"]["runtime_precision"] == "f32" and record["engine"]["runtime_precision_reason"]
     assert record["engine"]["profiles"][0]["keypoints0"] == [1, 1024, 1024]
     assert {"extract", "match", "compute"} <= set(record["timings"])
 
     picture = cv2.imread(str(out_png))
     assert picture.shape == (640, 800 + 10 + 800, 3)
 
-    done = run_cli("--engine", sift_engine, *images, "--max-keypoints", "512", "--threshold", "0", "--output", out_npz)
+    done = run_cli("--engine", sift_engine, *images, "--max-keypoints", "512", "--threshold", "0", "--output", out_npz,
+                   "--backend", "openvino", "--precision", "f32")
     assert done.returncode == 0, done.stderr
     with np.load(out_npz) as npz:
         assert npz["keypoints0"].dtype == np.float32 and npz["matches"].dtype == np.int64
@@ -122,7 +133,8 @@ def test_cli_writes_json_npz_and_png(sift_engine, images, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz", "m.png"]  # no temporary left
 
 
-def test_cli_pairs_file(sift_engine, data_dir, tmp_path):
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_cli_pairs_file(sift_engine, data_dir, tmp_path, backend):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in (1, 2, 3):
@@ -131,9 +143,10 @@ def test_cli_pairs_file(sift_engine, data_dir, tmp_path):
     pairs.write_text("# graffiti\nimages/1.jpg images/2.jpg\n\nimages/1.jpg images/3.jpg\nimages/2.jpg images/3.jpg\n")
     out = tmp_path / "out"
     done = run_cli("--engine", sift_engine, "--pairs", pairs, "--output-dir", out, "--format", "npz",
-                   "--max-keypoints", "256", "--threshold", "0", cwd=tmp_path.parent)
+                   "--max-keypoints", "256", "--threshold", "0", "--backend", backend, cwd=tmp_path.parent)
     assert done.returncode == 0, done.stderr
-    names = sorted(p.name for p in out.iterdir())
+    assert f"({backend}" in done.stdout
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .job.json: the job's settings
     assert names == ["images-1.jpg__images-2.jpg.npz", "images-1.jpg__images-3.jpg.npz", "images-2.jpg__images-3.jpg.npz"]
     assert "3 pairs" in done.stdout and "3/3" in done.stderr  # summary, and tqdm's bar
     with np.load(out / names[0]) as npz:
@@ -162,6 +175,20 @@ def test_cli_recovers_the_graffiti_homography(sift_nn_engine, data_dir, tmp_path
     assert len(json.loads(out.read_text())["matches"]) > 50
     error = check_matches(out, data_dir / GRAFFITI / "H_1_2")
     assert error < 3.0, f"mean corner error {error:.2f} px"
+
+
+@pytest.mark.skipif(bool(cpu_info().bf16_unsupported()), reason=f"no native bf16: {cpu_info().bf16_unsupported()}")
+def test_cli_openvino_bf16_is_printed_and_recorded(sift_sharp_engine, images, tmp_path):
+    """bf16 asked for, on a model whose gate has not run: it runs, and says both (stdout, notice, JSON)."""
+    out = tmp_path / "m.json"
+    done = run_cli("--engine", sift_sharp_engine, *images, "--max-keypoints", "512", "--output", out,
+                   "--backend", "openvino", "--precision", "bf16")
+    assert done.returncode == 0, done.stderr
+    assert "openvino bf16)" in done.stdout
+    notices = [line for line in done.stderr.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "in bf16 (asked for, on " in notices[0] and "gate has not been run" in notices[0]
+    record = json.loads(out.read_text())
+    assert record["engine"]["runtime_precision"] == "bf16" and len(record["matches"]) > 50
 
 
 def test_16_bit_and_rgba_images_are_served(sift_engine, data_dir, tmp_path):
@@ -203,10 +230,11 @@ def bad_image(tmp_path: Path, kind: str, data_dir: Path) -> Path:
         ("tiny", "tiny\\.png.*too small"),
     ],
 )
-def test_bad_images_fail_cleanly(sift_engine, images, data_dir, tmp_path, kind, message):
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_bad_images_fail_cleanly(sift_engine, images, data_dir, tmp_path, kind, message, backend):
     image = bad_image(tmp_path, kind, data_dir)
     out, viz = tmp_path / "out" / "m.json", tmp_path / "out" / "m.png"
-    done = run_cli("--engine", sift_engine, images[0], image, "--output", out, "--viz", viz)
+    done = run_cli("--engine", sift_engine, images[0], image, "--output", out, "--viz", viz, "--backend", backend)
     assert_matches(error_line(done), message)
     assert not out.exists() and not viz.exists() and not any((tmp_path / "out").iterdir())
 
@@ -228,12 +256,14 @@ def test_missing_engine(images, tmp_path):
     "case, backend, message",
     [
         ("truncated", "auto", "truncated .*rebuild"),
-        ("replaced", "auto", "does not match its manifest .*\\(sha256 differs\\).*rebuild"),
+        ("truncated", "openvino", "truncated .*rebuild"),
+        ("replaced", "openvino", "does not match its manifest .*\\(sha256 differs\\).*rebuild"),
         ("other-version", "tensorrt", "built with tensorrt-rtx 1.0.0.1 but this machine runs tensorrt-rtx .*rebuild"),
         ("other-gpu", "tensorrt", "GPU"),
         ("no-gpu", "tensorrt", "no CUDA GPU was found.*--backend onnxruntime"),
-        ("onnx-missing", "auto", "source ONNX at .*gone.onnx is missing.*--onnx"),
+        ("onnx-missing", "openvino", "source ONNX at .*gone.onnx is missing.*--onnx"),
         ("onnx-changed", "onnxruntime", "not the ONNX the engine was built from"),
+        ("onnx-changed", "openvino", "not the ONNX the engine was built from"),
         ("manifest-corrupt", "auto", "corrupt engine manifest"),
     ],
 )
@@ -281,6 +311,8 @@ def test_engine_problems_fail_cleanly(sift_nn_engine, images, tmp_path, case, ba
         (["--output", "m.txt"], "name it .json or .npz"),
         (["--viz", "m.jpg"], "must be a .png"),
         (["--backend", "cuda"], "invalid choice"),
+        (["--precision", "fp16"], "invalid choice"),
+        (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 is an OpenVINO setting"),
         (["--max-keypoints", "1"], "from 2 to 1048576"),
     ],
 )

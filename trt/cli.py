@@ -12,7 +12,8 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def run(main: Callable[[], object]) -> None:
-    """Call ``main`` and turn a ``UserError`` into a clean exit; other exceptions keep their traceback.
+    """Call ``main`` and turn a ``UserError`` into a clean exit (status 2, or the error's ``exit_status``);
+    other exceptions keep their traceback.
 
     Warnings print as one ``warning: …`` line, like errors: they are meant for the user, not a developer.
     """
@@ -21,7 +22,7 @@ def run(main: Callable[[], object]) -> None:
         main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_status", 2))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -31,3 +31,10 @@ class BuildError(UserError):
 
 class EngineError(UserError):
     """An engine that cannot be served here: missing, truncated, mismatched or built for another target."""
+
+
+class PairsFailed(UserError):
+    """Some pairs of a pairs job failed; the others were written. Exit status 3, apart from the 2 of a
+    job that could not run at all, so that a script can tell a partial result from none."""
+
+    exit_status = 3

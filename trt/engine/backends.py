@@ -21,6 +21,7 @@ from functools import cached_property
 
 from trt.errors import BuildError, EngineError, UserError
 from trt.gpu import cuda_devices
+from trt.precision import reduced
 
 BUILDERS = ("auto", "tensorrt", "tensorrt-rtx")
 PRECISIONS = ("fp32", "fp16")
@@ -32,7 +33,7 @@ FP32_LAYER_PATTERNS = (
     r"normalize",  # keypoint normalisation by the image size, where a helper is named for it
     r"posenc",  # rotary position encoding: cos/sin of pixel-scaled arguments lose digits in FP16
     r"log_assignment",  # assignment scores, matchability and the double log-softmax
-    r"log_softmax|LogSoftmax|ReduceLogSumExp",  # log-sum-exp over up to 4096 entries
+    r"log_softmax|LogSoftmax",  # log-softmaxes; the assignment's log-sum-exps (ReduceMax, Exp, ReduceSum) are above
     r"LayerNormalization",  # the variance of 512 trained activations overflows FP16
     r"^/[A-Za-z]+(_\d+)?$",  # top-level ops of the matcher: keypoint normalisation, match filtering
 )
@@ -45,7 +46,7 @@ def fp32_layer(name: str, fp16_scopes: tuple[str, ...] | None = None) -> bool:
     its dense encoder): then every layer outside it is kept FP32, and the normalisations inside it.
     """
     if fp16_scopes is not None:
-        return not name.startswith(tuple(fp16_scopes)) or re.search(r"(Instance|Layer)Normalization", name) is not None
+        return not reduced(name, tuple(fp16_scopes))
     return any(re.search(pattern, name) for pattern in FP32_LAYER_PATTERNS)
 
 

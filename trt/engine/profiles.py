@@ -59,12 +59,12 @@ from trt import extractor_contract
 from trt.contract import (ATTENTION_HEADS, BATCH, KEYPOINTS0, KEYPOINTS1, TensorSpec, infer_layout, input_specs,
                           largest_tensor_shape)
 from trt.errors import BuildError, ContractError, ProfileError, UserError
+from trt.precision import SCOPES_KEY
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 EXTRACTOR_METADATA_KEY = "lightglue.extractor"
 ROLE_METADATA_KEY = "lightglue.role"  # "extractor" for an extractor graph exported by this project
 STRIDE_METADATA_KEY = "lightglue.stride"
-FP16_SCOPES_METADATA_KEY = "lightglue.fp16_scopes"
 STATIC_PROFILE_NAME = "static"
 # Elements of one tensor TensorRT builds for: tensorrt-rtx 1.7 logs "tensor volume exceeds 1099511627776"
 # (and writes an engine unusable at the profile's maximum) beyond it.
@@ -178,7 +178,7 @@ class GraphSignature:
     @property
     def fp16_scopes(self) -> tuple[str, ...] | None:
         """The FP16 region an extractor graph names (``lightglue.fp16_scopes``), else None."""
-        value = self.metadata.get(FP16_SCOPES_METADATA_KEY)
+        value = self.metadata.get(SCOPES_KEY)
         return tuple(json.loads(value)) if value is not None else None
 
     @property

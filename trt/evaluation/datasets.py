@@ -118,6 +118,16 @@ PRESETS = {
         "max_num_keypoints": 2048,
         "resize": 1024,
     },
+    "ci": {
+        "description": "v_graffiti 1-2, 1-3; one Sacre-Coeur photo rotated by 45 deg and scaled by 0.5; 1024 "
+                       "keypoints: the CI-sized bf16 gate",
+        "hpatches": (2, 3),
+        "sacre_coeur_bases": SACRE_COEUR_BASES[:1],
+        "rotations": (45,),
+        "scales": (0.5,),
+        "max_num_keypoints": 1024,
+        "resize": 1024,
+    },
     "smoke": {
         "description": "one pair (v_graffiti 1-2) with 512 keypoints: for tests",
         "hpatches": (2,),

@@ -62,8 +62,11 @@ from trt.evaluation.metrics import (
 from trt.extractors import get_extractor, get_network
 
 OUTPUT_DIR = Path("out/eval")
-BACKENDS = ("onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# What each backend can run: FP16 is a graph variant (ONNX Runtime) or an engine (TensorRT); bf16 is
+# OpenVINO's mixed policy (trt.runtime.openvino_session), fp32 its f32.
+BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "fp16"), "openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,24 +131,30 @@ def dataset_summary(kind: str, pairs: list[dict]) -> dict:
 
 def plan_runs(weights: list[MatcherWeights], precisions: Sequence[str], backends: Sequence[str],
               extractor: str = "sift") -> list[Run]:
+    """Every (weights, precision, backend) asked for that the backend can run, for ``extractor``'s features."""
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     for backend in backends:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
-    return [Run(w, p, b, extractor) for w in weights for p in precisions for b in backends]
+    return [Run(w, p, b, extractor) for w in weights for b in backends for p in precisions if p in BACKEND_PRECISIONS[b]]
 
 
 def open_matcher(run: Run, models_dir: Path, overwrite: bool):
-    """A ``Matcher`` for the run: ONNX Runtime on the (FP32 or FP16) ONNX, or TensorRT on an engine."""
+    """A ``Matcher`` for the run: ONNX Runtime on the (FP32 or FP16) ONNX, OpenVINO on the FP32 ONNX (in f32
+    or mixed bf16), or TensorRT on an engine."""
     from trt.runtime.matcher import Matcher
     from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+    from trt.runtime.openvino_session import OpenVINOSession
 
     if run.backend == "onnxruntime":
         onnx = cached_onnx(models_dir, run.extractor, run.weights, run.precision, overwrite)
         return Matcher(OnnxRuntimeSession(onnx), extractor=run.extractor, summary={"onnx": str(onnx)})
     onnx = cached_onnx(models_dir, run.extractor, run.weights, "fp32", overwrite)
+    if run.backend == "openvino":
+        session = OpenVINOSession(onnx, precision="f32" if run.precision == "fp32" else run.precision)
+        return Matcher(session, extractor=run.extractor, summary={"onnx": str(onnx)})
     return Matcher.from_engine(cached_engine(onnx, run.precision, overwrite), backend="tensorrt")
 
 
@@ -173,27 +182,32 @@ def extract_all(datasets: list[Dataset], preset: dict, extractor: str = "sift", 
     with OnnxRuntimeSession(onnx) as runner:
         front_end = LearnedExtractor(runner, resize=preset["resize"], max_num_keypoints=preset["max_num_keypoints"])
         extracted = front_end.extract_batch([read_image(path) for path in paths], [str(path) for path in paths])
-    made = {"extractor": extractor, "network": network.name, "weights": str(weights.path), "onnx": onnx}
+    made = {"extractor": extractor, "network": network.name, "weights": weights.path.name, "onnx": onnx}
     return {path: features for path, (features, _) in zip(paths, extracted)}, made
+
+
+def evaluate_matcher(matcher, datasets: list[Dataset], features: dict) -> tuple[dict, dict]:
+    """({dataset name: record}, {dataset name: [MatchResult per pair]}) of one matcher on the datasets."""
+    records, results = {}, {}
+    for dataset in datasets:
+        started = time.perf_counter()
+        matched = matcher.match_pairs([(features[p.image0], features[p.image1]) for p in dataset.pairs])
+        seconds = time.perf_counter() - started
+        pairs = [pair_metrics(pair, result) for pair, result in zip(dataset.pairs, matched)]
+        records[dataset.name] = {"kind": dataset.kind, "match_seconds": seconds,
+                                 "summary": dataset_summary(dataset.kind, pairs), "pairs": pairs}
+        results[dataset.name] = matched
+    return records, results
 
 
 def evaluate_run(run: Run, datasets: list[Dataset], features: dict, models_dir: Path,
                  overwrite: bool) -> tuple[dict, dict]:
-    """(record of the run, {dataset name: MatchResult of its first pair}) for one run."""
-    record = {"run": run.name, "weights": run.weights.kind, "precision": run.precision, "backend": run.backend,
-              "datasets": {}}
-    firsts = {}
+    """(record of the run, {dataset name: [MatchResult per pair]}) for one run."""
+    record = {"run": run.name, "weights": run.weights.kind, "precision": run.precision, "backend": run.backend}
     with open_matcher(run, models_dir, overwrite) as matcher:
         record["model"] = matcher.summary
-        for dataset in datasets:
-            started = time.perf_counter()
-            results = matcher.match_pairs([(features[p.image0], features[p.image1]) for p in dataset.pairs])
-            seconds = time.perf_counter() - started
-            pairs = [pair_metrics(pair, result) for pair, result in zip(dataset.pairs, results)]
-            record["datasets"][dataset.name] = {"kind": dataset.kind, "match_seconds": seconds,
-                                                "summary": dataset_summary(dataset.kind, pairs), "pairs": pairs}
-            firsts[dataset.name] = results[0]
-    return record, firsts
+        record["datasets"], results = evaluate_matcher(matcher, datasets, features)
+    return record, results
 
 
 def draw_correctness(pair: Pair, result, path: Path) -> Path:
@@ -208,6 +222,29 @@ def draw_correctness(pair: Pair, result, path: Path) -> Path:
     coloured = dataclasses.replace(result, scores=(errors < PRECISION_THRESHOLD_PX).astype(np.float32))
     canvas = draw_matches(read_image(pair.image0), read_image(pair.image1), coloured)
     return write_bytes_atomic(path, encode_png(canvas))
+
+
+def bf16_gates(results: dict, datasets: list[Dataset], preset: dict, models_dir: Path) -> list[dict]:
+    """The bf16 gate (``trt.evaluation.bf16_gate``) of every weights evaluated on OpenVINO in f32 and bf16;
+    ``results``: {run: ({dataset name: record}, {dataset name: [MatchResult]})}.
+
+    On the full ("standard") preset each record is also written beside its model, where OpenVINO's
+    precision "auto" finds it.
+    """
+    from trt.evaluation.bf16_gate import gate_record, write_record
+    from trt.runtime.openvino_session import GATE_PRESET
+
+    gates = []
+    for run in results:
+        bf16 = Run(run.weights, "bf16", "openvino", run.extractor)
+        if run.backend != "openvino" or run.precision != "fp32" or bf16 not in results:
+            continue
+        onnx = cached_onnx(models_dir, run.extractor, run.weights)
+        record = gate_record(onnx, preset["name"], datasets, results[run], results[bf16])
+        if preset["name"] == GATE_PRESET:
+            record["file"] = write_record(record)
+        gates.append({"extractor": run.extractor, "weights": run.weights.tag, **record})
+    return gates
 
 
 # -- report ------------------------------------------------------------------------------------------------
@@ -263,6 +300,9 @@ def format_table(record: dict) -> str:
                 rotation = f"{_num(s['rotation_error_median_deg'], 3)}/{_num(s['rotation_error_mean_deg'], 3)}"
                 scale = f"{_num(s['scale_error_median'], 4)}/{_num(s['scale_error_mean'], 4)}"
                 lines.append(f"{head} {rotation:>17} {scale:>15} {s['failed']:>4}")
+    for gate in record["bf16_gates"]:
+        verdict = "passed" if gate["passed"] else "FAILED"
+        lines.append(f"bf16 gate, {gate['extractor']} {gate['weights']} weights: {verdict}: {gate['summary']}")
     comparison = format_comparison(record)
     lines += [comparison] if comparison else []
     lines += [f"note: {note}" for note in record["notes"]]
@@ -286,6 +326,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     """
     from trt.datasets import shared_data_dir
     from trt.runtime.onnxruntime_session import physical_cores
+    from trt.runtime.openvino_session import openvino_unavailable
     from trt.runtime.tensorrt_session import tensorrt_unavailable
 
     preset = get_preset(conf) if isinstance(conf, str) else conf
@@ -297,45 +338,50 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
         if extractor != "sift":
             get_network(extractor)  # an unknown or host-only feature type is refused before any work
     notes = []
-    reason = tensorrt_unavailable(None)
+    unavailable = {"tensorrt": tensorrt_unavailable(None), "openvino": openvino_unavailable()}
     if backends is None:
-        backends = ["onnxruntime"] + ([] if reason else ["tensorrt"])
-        if reason:
-            notes.append(f"TensorRT runs skipped: {reason}")
-    elif "tensorrt" in backends and reason:
-        raise UserError(f"cannot evaluate on TensorRT here: {reason}")
+        backends = [b for b in BACKENDS if not unavailable.get(b)]
+        notes += [f"{name} runs skipped: {reason}" for name, reason in unavailable.items() if reason]
+    for backend in backends:
+        if unavailable.get(backend):
+            raise UserError(f"cannot evaluate on {backend} here: {unavailable[backend]}")
     runs, features, made = [], {}, []
     for extractor in dict.fromkeys(extractors):
         trained, weights_note = trained_weights(get_extractor(extractor), weights if extractor == "sift" else None)
         notes.append(f"{extractor}: {weights_note}")
-        # The trained weights first where present: the pictures show the first run's matches.
-        runs += plan_runs(([trained] if trained else []) + [MatcherWeights.nearest_neighbour()], precisions, backends,
-                          extractor)
+        # The trained weights first where present: the pictures show the first run's matches. The sharp test
+        # weights (the bf16 gate's) for SIFT; a learned extractor with the nearest-neighbour weights.
+        sharp = [MatcherWeights.sharp()] if extractor == "sift" else []
+        runs += plan_runs(([trained] if trained else []) + sharp + [MatcherWeights.nearest_neighbour()], precisions,
+                          backends, extractor)
         started = time.perf_counter()
         features[extractor], source = extract_all(datasets, preset, extractor, models_dir, data_dir, overwrite)
         made.append(source)
         print(f"{extractor} features of {len(features[extractor])} images in {time.perf_counter() - started:.1f} s",
               file=sys.stderr, flush=True)
-    records, pictures = [], {}
+    records, results = [], {}
     for run in runs:
         started = time.perf_counter()
         try:
-            record, firsts = evaluate_run(run, datasets, features[run.extractor], models_dir, overwrite)
+            record, matched = evaluate_run(run, datasets, features[run.extractor], models_dir, overwrite)
         except UserError as error:
-            if run.backend != "tensorrt":
+            if run.backend == "onnxruntime":
                 raise
-            notes.append(f"{run.name} skipped: {error}")  # an engine this GPU's TensorRT cannot build or load
+            # an engine this GPU's TensorRT cannot build or load, or bf16 on a CPU without it
+            notes.append(f"{run.name} skipped: {error}")
             continue
         records.append(record)
+        results[run] = (record["datasets"], matched)
         print(f"{run.name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-        pictures = pictures or firsts  # the first run's
 
     if not records:
         raise UserError("no run could be evaluated: " + "; ".join(notes))
+    gates = bf16_gates(results, datasets, preset, models_dir)
+    pictures = results[next(run for run in runs if run in results)][1]
     picture_paths = {}
     for dataset in datasets:
         path = output_dir / f"matches-{dataset.name}.png"
-        picture_paths[dataset.name] = draw_correctness(dataset.pairs[0], pictures[dataset.name], path)
+        picture_paths[dataset.name] = draw_correctness(dataset.pairs[0], pictures[dataset.name][0], path)
     record = {
         "preset": preset,
         "extractors": made,
@@ -343,6 +389,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
         "datasets": [{"name": d.name, "kind": d.kind, "pairs": [p.name for p in d.pairs]} for d in datasets],
         "thresholds": {"precision_px": PRECISION_THRESHOLD_PX, "auc_px": list(AUC_THRESHOLDS_PX)},
         "runs": records,
+        "bf16_gates": gates,
         "pictures": {"run": records[0]["run"], "files": picture_paths},
         "notes": notes,
     }

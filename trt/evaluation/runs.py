@@ -21,13 +21,15 @@ from trt.extractors import Extractor, ExtractorNetwork
 from trt.fileio import sha256_file, write_text_atomic
 
 DEFAULT_WEIGHTS_DIR = Path("weights")
-PACKAGES = ("torch", "onnxruntime", "onnx", "kornia", "opencv-python-headless", "numpy", "tensorrt", "tensorrt-rtx")
+PACKAGES = ("torch", "onnxruntime", "openvino", "onnx", "kornia", "opencv-python-headless", "numpy", "tensorrt",
+            "tensorrt-rtx")
 
 
 @dataclass(frozen=True)
 class MatcherWeights:
     """The weights a run uses: ``kind`` "official" (a file with the official sha256), "random" (seeded,
-    official layout) or "nearest-neighbour" (hand-set, not trained); ``tag`` names the cached files."""
+    official layout), "nearest-neighbour" (hand-set, not trained) or "sharp" (those plus seeded residual
+    updates, ``trt.models.sharp``); ``tag`` names the cached files."""
 
     kind: str
     tag: str
@@ -43,6 +45,10 @@ class MatcherWeights:
         return cls("nearest-neighbour", "nn")
 
     @classmethod
+    def sharp(cls, seed: int = 0) -> "MatcherWeights":
+        return cls("sharp", f"sharp{seed}", seed=seed)
+
+    @classmethod
     def official(cls, path: Path) -> "MatcherWeights":
         return cls("official", "official", path=Path(path))
 
@@ -52,6 +58,8 @@ class MatcherWeights:
             return {"weights": self.path}
         if self.kind == "random":
             return {"random_seed": self.seed}
+        if self.kind == "sharp":
+            return {"sharp_seed": self.seed}
         return {"nearest_neighbour": True}
 
     def state_dict(self, model) -> dict:
@@ -62,6 +70,10 @@ class MatcherWeights:
             return read_checkpoint(self.path)
         if self.kind == "random":
             return random_state_dict(model, self.seed)
+        if self.kind == "sharp":
+            from trt.models.sharp import sharp_state_dict
+
+            return sharp_state_dict(model, self.seed)
         from trt.models.nearest_neighbour import nearest_neighbour_state_dict
 
         return nearest_neighbour_state_dict(model)
@@ -99,7 +111,7 @@ def trained_weights(extractor: Extractor, path: Optional[Path] = None,
     if not candidate.is_file():
         if path is not None:
             raise UserError(f"weights file {candidate} does not exist")
-        return None, f"no trained weights at {candidate}: runs with the nearest-neighbour/random weights only"
+        return None, f"no trained weights at {candidate}: runs with the test weights only (not trained)"
     digest = sha256_file(candidate)
     if digest != extractor.weights_sha256:
         message = f"{candidate} has sha256 {digest}, not the official {extractor.weights_sha256}"
@@ -228,20 +240,10 @@ def cached_engine(onnx_path: Path, precision: str, overwrite: bool = False) -> P
                         target_sm=None if full else cuda_devices()[0], progress=False)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(threads: int) -> dict:
     """CPU, core counts, GPUs and package versions, for the JSON records."""
+    from trt.runtime.cpu import cpu_info
+    from trt.runtime.openvino_session import openvino_unavailable
     from trt.runtime.tensorrt_session import cuda_devices, tensorrt_unavailable
 
     versions = {}
@@ -251,11 +253,14 @@ def machine_info(threads: int) -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_info().model,
+        "isa_features": cpu_info().features,
+        "bf16": cpu_info().bf16_unit() or cpu_info().bf16_unsupported(),
         "cores": threads,
         "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpus": cuda_devices(),
         "tensorrt": tensorrt_unavailable(None) or "available",
+        "openvino": openvino_unavailable() or "available",
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,

@@ -11,7 +11,8 @@ official state dicts load strictly. What differs is only how the same function i
   transposing the N×N similarity (faster in both TensorRT and ONNX Runtime).
 * The dual-softmax assignment is written as ``2·sim + a_i + b_j`` with the row and column
   log-sum-exps folded into ``a`` and ``b``: the same log-assignment, without materialising two
-  log-softmax matrices.
+  log-softmax matrices. Each log-sum-exp is ``max + log Σ exp(x − max)`` (``logsumexp_last``), not
+  ReduceLogSumExp, whose axes OpenVINO's ONNX importer ignores.
 * ``rotate_half`` is a constant 64×64 matrix and the positional encoding duplicates the rows of its
   projection (a constant Gather), avoiding ``repeat_interleave`` and unflatten/unbind with -1 sizes,
   which the TorchScript exporter mistranslates.
@@ -59,6 +60,17 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     key_bias_column = bias.unsqueeze(1).unsqueeze(3).expand(k.shape[0], k.shape[1], k.shape[2], 1)
     sim = torch.matmul(torch.cat([q, ones], dim=3), torch.cat([k, key_bias_column], dim=3).transpose(2, 3))
     return torch.matmul(F.softmax(sim, dim=3), v)
+
+
+def logsumexp_last(x: torch.Tensor) -> torch.Tensor:
+    """log Σ_j exp(x_ij) over the last axis of a [B, N, M] tensor, as ``max + log Σ exp(x − max)``.
+
+    The same function as ``torch.logsumexp(x, dim=2)``, written with ReduceMax and ReduceSum:
+    ``torch.logsumexp`` exports as ReduceLogSumExp, whose ``axes`` attribute (opset ≤ 17) OpenVINO's
+    ONNX importer ignores, reducing over every axis (tests/test_openvino.py records whether it still does).
+    """
+    peak = x.max(dim=2, keepdim=True).values
+    return (peak + torch.log(torch.exp(x - peak).sum(dim=2, keepdim=True))).squeeze(2)
 
 
 def rotate_half_matrix(dim: int) -> torch.Tensor:
@@ -177,8 +189,8 @@ class MatchAssignment(nn.Module):
         mdesc1 = self.final_proj(desc1) * DESCRIPTOR_DIM**-0.25
         sim01 = torch.matmul(mdesc0, mdesc1.transpose(1, 2)) + bias1.unsqueeze(1)
         sim10 = torch.matmul(mdesc1, mdesc0.transpose(1, 2)) + bias0.unsqueeze(1)
-        a = F.logsigmoid(self.matchability(desc0)).squeeze(2) - torch.logsumexp(sim01, dim=2) + bias0
-        b = F.logsigmoid(self.matchability(desc1)).squeeze(2) - torch.logsumexp(sim10, dim=2) + bias1
+        a = F.logsigmoid(self.matchability(desc0)).squeeze(2) - logsumexp_last(sim01) + bias0
+        b = F.logsigmoid(self.matchability(desc1)).squeeze(2) - logsumexp_last(sim10) + bias1
         scores01 = 2 * sim01 + a.unsqueeze(2) + b.unsqueeze(1)
         scores10 = 2 * sim10 + b.unsqueeze(2) + a.unsqueeze(1)
         return scores01, scores10

@@ -1,17 +1,12 @@
 """The mixed-precision variant of a matcher or extractor graph, for strongly typed builders (tensorrt-rtx).
 
-The transformer layers and the input projection (``/transformers.*``, ``/input_proj*`` scopes: where
-the time goes) run in FP16. Keypoint normalisation, the positional encoding, the assignment with its
-two log-softmaxes, matchability and the match filtering stay FP32: pixel coordinates, the arguments of
-cos/sin, and log-sum-exps over thousands of entries lose too many digits in FP16. So do the
-LayerNorms inside the region (``FP32_OPS``), whose variance overflows FP16. The graph's inputs
-and outputs keep their FP32/int32 types, so the tensor contract is unchanged.
+Which nodes run in FP16 is ``trt.precision``'s policy (shared with OpenVINO's bf16): the matcher's
+transformer layers and input projection, or the region an extractor graph names in its metadata (its
+dense encoder), without their normalisations; the rest stays FP32. The graph's inputs and outputs keep
+their FP32/int32 types, so the tensor contract is unchanged.
 
 Casts sit only at the region's borders: FP32 tensors entering it are cast to FP16 once each, FP16
 tensors leaving it are cast back.
-
-An extractor graph names its own FP16 region in its metadata (``lightglue.fp16_scopes``, a JSON list of
-node-name prefixes: the dense encoder); its detection, coordinates and descriptor sampling stay FP32.
 """
 
 from pathlib import Path
@@ -24,34 +19,21 @@ from onnx import TensorProto, helper, numpy_helper
 from trt.errors import ContractError, UserError
 from trt.fileio import atomic_path
 from trt.onnx.clean import describe_fully, infer_symbolic_shapes
+from trt.precision import reduced, reduced_scopes
 
-FP16_SCOPES = ("/transformers.", "/input_proj")
-# Kept FP32 inside the FP16 region: LayerNorm's variance of 512 activations overflows FP16 (max 65504)
-# as soon as trained activations reach a few hundred.
-# So does DISK's InstanceNormalization, for the same reason (a variance over a whole feature map).
-FP32_OPS = frozenset({"LayerNormalization", "InstanceNormalization"})
 PRECISION_KEY = "lightglue.precision"
-SCOPES_KEY = "lightglue.fp16_scopes"
 # Inputs that stay FP32 whatever the region: ONNX types them tensor(float) (Resize's roi and scales).
 FP32_INPUTS = {"Resize": (1, 2)}
 
 
-def fp16_scopes(model: onnx.ModelProto) -> tuple[str, ...]:
-    """The node-name prefixes of the graph's FP16 region: its own (``lightglue.fp16_scopes``), else the matcher's."""
-    import json
-
-    recorded = {p.key: p.value for p in model.metadata_props}.get(SCOPES_KEY)
-    return tuple(json.loads(recorded)) if recorded else FP16_SCOPES
-
-
 def _region_predicate(graph: onnx.GraphProto, scopes: tuple[str, ...]):
-    """Whether a node runs in FP16: in ``scopes``, not an FP32 op, not a constant feeding only FP32 inputs."""
+    """Whether a node runs in FP16: reduced by the policy, not a constant feeding only FP32 inputs."""
     fixed = {node.input[i] for node in graph.node for i in FP32_INPUTS.get(node.op_type, ()) if i < len(node.input)}
 
     def in_region(node: onnx.NodeProto) -> bool:
         if node.op_type == "Constant" and node.output[0] in fixed:
             return False
-        return node.name.startswith(scopes) and node.op_type not in FP32_OPS
+        return reduced(node.name, scopes)
 
     return in_region
 
@@ -73,7 +55,7 @@ def _to_fp16_tensor(tensor: TensorProto, name: str) -> TensorProto:
 
 def mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with its FP16 region in FP16 (see module docstring)."""
-    scopes = fp16_scopes(model)
+    scopes = reduced_scopes(model)
     model = infer_symbolic_shapes(model)
     graph = model.graph
     in_region = _region_predicate(graph, scopes)

@@ -1,4 +1,4 @@
-"""The Python API: images (or features) in, matches out, on whichever backend can run here.
+"""The Python API: images (or features) in, matches out, on the best backend that can run here.
 
     with Matcher.from_engine("sift.engine") as matcher:
         result = matcher.match("a.jpg", "b.jpg")
@@ -7,7 +7,8 @@
 Conventions: keypoints are (x, y) in pixels of the original images, the centre of the top-left pixel at
 (0, 0); ``matches0[i]`` is the index of keypoint i's match in image 1, -1 for none.
 
-``Matcher`` depends only on the runner interface (``trt.runtime.base.Runner``). It keeps every request
+``Matcher`` depends only on the runner interface (``trt.runtime.base.Runner``): TensorRT on a GPU,
+OpenVINO on the CPU (f32 or mixed bf16), ONNX Runtime anywhere (``choose_backend``). It keeps every request
 inside the engine's profiles: pairs are padded up to the chosen profile's minimum, batched no larger
 than a profile takes, and an image with more keypoints than the largest profile holds keeps its
 strongest (with a warning, or a ContractError when ``on_overflow="error"``).
@@ -34,6 +35,7 @@ from trt.features.base import Features, pack_pairs
 from trt.fileio import sha256_file
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+from trt.runtime.openvino_session import MODES, PRECISIONS, OpenVINOSession, openvino_unavailable
 from trt.runtime.tensorrt_session import (
     TensorRTSession,
     check_source_onnx,
@@ -52,7 +54,8 @@ from trt.validation import (
     check_threshold,
 )
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime")
+BACKEND_NAMES = {"tensorrt": "TensorRT", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 ON_OVERFLOW = ("truncate", "error")
 METADATA_EXTRACTOR = "lightglue.extractor"
 DEFAULT_SIFT_KEYPOINTS = 4096  # the SIFT front-end's default, lowered to what the engine's profiles hold
@@ -110,7 +113,7 @@ def empty_result(f0: Features, f1: Features) -> MatchResult:
 
 
 class Matcher:
-    """LightGlue matching on a runner (TensorRT or ONNX Runtime session); see the module docstring.
+    """LightGlue matching on a runner (TensorRT, OpenVINO or ONNX Runtime session); see the module docstring.
 
     ``threshold``: match score threshold. ``max_num_keypoints``: keep at most this many (strongest)
     keypoints per image; None keeps what the profiles hold. ``on_overflow``: "truncate" (keep the
@@ -186,17 +189,29 @@ class Matcher:
         cuda_graphs: bool = False,
         extractor_engine: Union[str, Path, None] = None,
         extractor_onnx: Union[str, Path, None] = None,
+        threads: Optional[int] = None,
+        precision: str = "auto",
+        mode: str = "latency",
     ) -> "Matcher":
         """A matcher serving ``engine``, and the extractor engine its manifest names, on the backend
-        ``choose_backend`` picks: TensorRT where a CUDA GPU the engines target, TensorRT and pycuda exist,
-        else (``backend="auto"``) the engines' source ONNX on ONNX Runtime, saying so in one line on stderr.
+        ``choose_backend`` picks (or the one asked for), saying in one line on stderr which it chose and
+        why (and, on OpenVINO, in which precision).
 
-        ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there is no
-        manifest); ``extractor_engine``: the extractor engine, when the manifest names none (an engine
+        TensorRT runs the engines; OpenVINO and ONNX Runtime run their source ONNX, within the engines'
+        profiles. ``onnx``: the engine's source ONNX when the manifest's path does not lead to it (or there
+        is no manifest); ``extractor_engine``: the extractor engine, when the manifest names none (an engine
         built by trtexec) or to use another; ``extractor_onnx``: its source ONNX, when not where its
-        manifest says (or, without an extractor engine, the extractor to run on ONNX Runtime);
-        ``cuda_graphs``: TensorRT only, see ``TensorRTSession``. Other arguments: ``Matcher``.
+        manifest says (or, without an extractor engine, the extractor to run on the CPU);
+        ``cuda_graphs``: TensorRT only, see ``TensorRTSession``; ``threads``: OpenVINO and ONNX Runtime,
+        threads per inference (default: the physical cores; workers sharing a machine take a share each);
+        ``precision`` ("auto", "f32", "bf16") and ``mode`` ("latency", "throughput"): OpenVINO only, see
+        ``OpenVINOSession``, whose model cache is kept beside the engine (``openvino_cache_dir``). Other
+        arguments: ``Matcher``.
         """
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if mode not in MODES:
+            raise UserError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
         engine = check_path(engine, "the engine path")
         onnx = check_path(onnx, "the ONNX path") if onnx is not None else None
         if extractor_engine is not None:
@@ -206,20 +221,24 @@ class Matcher:
         manifest = load_manifest(engine)
         check_matcher_manifest(engine, manifest)
         extractor_engine, extractor_manifest = linked_extractor_engine(engine, manifest, extractor_engine)
+        requested = backend
         backend, reason = choose_backend(backend, manifest, *([extractor_manifest] if extractor_engine else []))
-        runner, onnx_path = open_runner(engine, manifest, backend, onnx, cuda_graphs, "--onnx")
+        if precision != "auto" and backend != "openvino":
+            raise UserError(f"precision {precision} is an OpenVINO setting, but the backend is {BACKEND_NAMES[backend]}: "
+                            "use --backend openvino, or precision auto")
+        settings = dict(cuda_graphs=cuda_graphs, threads=threads, precision=precision, mode=mode)
+        runner, onnx_path = open_runner(engine, manifest, backend, onnx, "--onnx", **settings)
         summary = engine_summary(engine, manifest, onnx_path)
-        extractor_runner, served = None, [onnx_path]
+        extractor_runner, served = None, [(runner, onnx_path)]
         if extractor_engine is not None or extractor_onnx is not None:
-            extractor_backend = backend if extractor_engine is not None else "onnxruntime"  # a bare ONNX: no engine
+            # a bare extractor ONNX (no engine) runs on the CPU beside a matcher engine on TensorRT
+            extractor_backend = "onnxruntime" if extractor_engine is None and backend == "tensorrt" else backend
             extractor_runner, extractor_onnx_path = open_runner(extractor_engine, extractor_manifest, extractor_backend,
-                                                                extractor_onnx, cuda_graphs, "--extractor-onnx")
+                                                                extractor_onnx, "--extractor-onnx", **settings)
             summary["extractor_engine"] = engine_summary(extractor_engine, extractor_manifest, extractor_onnx_path)
-            served.append(extractor_onnx_path)
-        if reason:
-            sources = " and ".join(str(path) for path in served)
-            print(f"notice: {reason}; running the engine{'s' * (len(served) > 1)}' source ONNX {sources} on ONNX Runtime",
-                  file=sys.stderr)
+            served.append((extractor_runner, extractor_onnx_path))
+        if requested == "auto" or backend == "openvino":
+            print(f"notice: {reason + '; ' if reason else ''}serving {describe_serving(backend, served)}", file=sys.stderr)
         return cls(
             runner, threshold, max_num_keypoints, on_overflow, extractor, summary,
             extractor_name=manifest.extractor if manifest is not None else None, resize=resize,
@@ -434,28 +453,41 @@ class Matcher:
 
 def choose_backend(requested: str, *manifests: Optional[Manifest]) -> tuple[str, Optional[str]]:
     """(backend, why) for a requested backend and the manifests of the engines to serve together (a matcher
-    and its extractor run on one backend): "auto" takes TensorRT where it can run every one of them, else
-    ONNX Runtime; why (the reason TensorRT cannot) is None unless "auto" fell back."""
+    and its extractor run on one backend): "auto" takes TensorRT where it can run every one of them (a GPU
+    the engines target, with its runtime and pycuda), else OpenVINO (on the CPU), else ONNX Runtime; why is
+    None when not "auto"."""
     if requested not in BACKENDS:
         raise UserError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
     if requested != "auto":
         return requested, None
     for manifest in manifests:
-        reason = tensorrt_unavailable(manifest)
-        if reason:
-            return "onnxruntime", reason
-    return "tensorrt", None
+        tensorrt_reason = tensorrt_unavailable(manifest)
+        if tensorrt_reason is not None:
+            break
+    else:
+        return "tensorrt", "TensorRT can run the engine here"
+    openvino_reason = openvino_unavailable()
+    if openvino_reason is None:
+        return "openvino", f"TensorRT cannot run here ({tensorrt_reason})"
+    return "onnxruntime", f"TensorRT cannot run here ({tensorrt_reason}) and {openvino_reason}"
 
 
-def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: str, onnx: Optional[Path],
-                cuda_graphs: bool, flag: str) -> tuple[Runner, Optional[Path]]:
+def openvino_cache_dir(engine: Path) -> Path:
+    """OpenVINO's model cache for an engine: ``X.openvino-cache/`` beside ``X.engine``."""
+    return engine.with_name(f"{engine.stem}.openvino-cache")
+
+
+def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: str, onnx: Optional[Path], flag: str,
+                cuda_graphs: bool = False, threads: Optional[int] = None, precision: str = "auto",
+                mode: str = "latency") -> tuple[Runner, Optional[Path]]:
     """(runner, source ONNX) serving ``engine`` on ``backend``: the engine on TensorRT, else its source ONNX
     (``onnx`` if given, else the manifest's), checked against the engine, within its profiles. Without an
-    engine, ``onnx`` alone on ONNX Runtime. ``flag``: the command-line flag that names the ONNX."""
+    engine, ``onnx`` alone on OpenVINO or ONNX Runtime. ``flag``: the command-line flag that names the ONNX.
+    Other arguments: ``Matcher.from_engine``."""
     if backend == "tensorrt":
         if engine is None:
             raise UserError(f"TensorRT runs engines, and only an ONNX was given ({onnx}): build its engine with "
-                            "build_engine.py and pass it, or use --backend onnxruntime")
+                            "build_engine.py and pass it, or use --backend openvino or onnxruntime")
         runner = TensorRTSession(engine, onnx=onnx, cuda_graphs=cuda_graphs)
         return runner, runner.onnx_path
     profiles = None
@@ -466,7 +498,24 @@ def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: s
             raise UserError(f"engine {engine} has no manifest naming its source ONNX: pass it with {flag}")
         check_source_onnx(onnx, manifest, required=True, flag=flag)
         profiles = profiles_from_manifest(manifest) if manifest is not None else None
-    return OnnxRuntimeSession(onnx, profiles=profiles), onnx
+    if backend == "openvino":
+        return OpenVINOSession(onnx, profiles=profiles, precision=precision, cache_dir=openvino_cache_dir(engine or onnx),
+                               mode=mode, threads=threads), onnx
+    return OnnxRuntimeSession(onnx, profiles=profiles, threads=threads), onnx
+
+
+def describe_serving(backend: str, runners: Sequence[tuple[Runner, Optional[Path]]]) -> str:
+    """"the engine's source ONNX m.onnx on OpenVINO in f32 (why)", ...: what serves, for the notice line."""
+    if backend == "tensorrt":
+        return f"the engine{'s' * (len(runners) > 1)} on TensorRT"
+    sources = " and ".join(str(path) for _, path in runners)
+    text = f"the engine{'s' * (len(runners) > 1)}' source ONNX {sources} on {BACKEND_NAMES[backend]}"
+    if backend == "openvino":
+        precisions = [f"{runner.precision} ({runner.precision_reason})" for runner, _ in runners]
+        roles = ("the matcher", "the extractor")
+        text += f" in {precisions[0]}" if len(runners) == 1 else ", " + ", ".join(
+            f"{role} in {precision}" for role, precision in zip(roles, precisions))
+    return text
 
 
 def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],

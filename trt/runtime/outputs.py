@@ -15,6 +15,7 @@ no file, never a partial one. The layout, for one pair (JSON keys and npz arrays
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -150,3 +151,41 @@ def check_png_path(path: Path) -> Path:
     if Path(path).suffix.lower() != ".png":
         raise UserError(f"the visualisation {path} must be a .png file")
     return Path(path)
+
+
+def read_matches(path: Path) -> dict:
+    """A matches file (.json or .npz) written by ``encode_matches``, with its arrays as numpy arrays.
+
+    Raises OSError when it cannot be read and ValueError when it is not a complete, consistent
+    matches file (a KeyError for a missing entry), so a caller can tell a usable file from anything else.
+    """
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path} is not a .json or .npz matches file")
+    if fmt == "json":
+        record = json.loads(path.read_text())
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                record = {key: npz[key] for key in npz.files}
+        except (zipfile.BadZipFile, EOFError) as error:
+            raise ValueError(f"{path} is not a complete npz file: {error}") from error
+    keypoints0 = np.asarray(record["keypoints0"], np.float32).reshape(-1, 2)
+    keypoints1 = np.asarray(record["keypoints1"], np.float32).reshape(-1, 2)
+    matches = np.asarray(record["matches"], np.int64).reshape(-1, 2)
+    scores = np.asarray(record["scores"], np.float32).reshape(-1)
+    if len(scores) != len(matches) or (
+        len(matches) and (matches.min() < 0 or matches[:, 0].max() >= len(keypoints0) or matches[:, 1].max() >= len(keypoints1))
+    ):
+        raise ValueError(f"{path} holds matches that do not fit its keypoints")
+    return {
+        "image0": str(record["image0"]),
+        "image1": str(record["image1"]),
+        "image_size0": tuple(float(v) for v in np.asarray(record["image_size0"]).reshape(2)),
+        "image_size1": tuple(float(v) for v in np.asarray(record["image_size1"]).reshape(2)),
+        "keypoints0": keypoints0,
+        "keypoints1": keypoints1,
+        "matches": matches,
+        "scores": scores,
+    }

@@ -1,0 +1,313 @@
+"""OpenVINO backend: a matcher or extractor ONNX on OpenVINO's CPU plugin, in float32 or mixed bf16.
+
+Same interface as the other runners; the contract (matcher or extractor) is read from the model. Given
+an engine's profiles it takes the requests the engine would take; without them any shape (the
+contract's ``dynamic_profile``).
+
+Precision (``precision``):
+
+* ``f32``: every op in float32 (OpenVINO's own default on a bf16-capable CPU is bf16 for the whole graph,
+  so f32 is asked for explicitly);
+* ``bf16``: ``trt.precision``'s mixed policy. The model is rewritten before compiling (``mixed_bf16``):
+  the transformer's ops take and give bf16, with Converts only at the region's borders, and the model
+  is compiled with ``INFERENCE_PRECISION_HINT=f32`` so OpenVINO keeps every other op in float32. (A
+  bf16 *hint* would override any float32 island. The per-node marker the CPU plugin reads for bf16 too,
+  ``disable_fp16_compression`` ("precise"), is ignored when set from Python as an rt_info string; set in
+  an IR file it holds for LayerNorm and plain projections but is lost in the plugin's fusions: the
+  assignment's MatMuls, the projection it folds a scale into and matchability fused with its sigmoid
+  stayed bf16, as measured with OpenVINO 2026.4);
+* ``auto``: bf16 where the CPU has AMX-BF16 or AVX512-BF16 (``trt.runtime.cpu``) *and* the bf16 accuracy
+  gate has passed for this very model (a record ``<model>.bf16-gate.json`` beside the ONNX, written by
+  ``make eval`` / ``bench/bf16_gate.py``, for the ONNX's sha256 and the current ``BF16_POLICY``); else
+  f32. ``precision`` and ``precision_reason`` say what was chosen and why.
+
+Threads and streams (``mode``): ``latency`` (one pair at a time) runs one stream on every physical
+core; ``throughput`` (pairs files) lets OpenVINO pick its streams (one per core or core pair) and
+splits each batched request across them, so small matrices keep every core busy.
+
+Compiled models are cached in ``cache_dir`` (OpenVINO's model cache, keyed by model, precision and
+settings), so a second start skips compilation.
+"""
+
+import json
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from trt.contract import BATCH
+from trt.errors import ContractError, EngineError, UserError
+from trt.fileio import sha256_file
+from trt.precision import REDUCED_SCOPES, reduced, scopes_from_metadata
+from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
+from trt.runtime.cpu import CpuInfo, cpu_info
+from trt.runtime.onnxruntime_session import physical_cores
+
+PRECISIONS = ("auto", "f32", "bf16")
+MODES = ("latency", "throughput")
+# The mixed-bf16 policy a gate record speaks for; a record of another policy does not count.
+BF16_POLICY = "mixed-transformer-1"
+BF16_GATE_SUFFIX = ".bf16-gate.json"
+# The evaluation preset (trt.evaluation.datasets) a gate record must come from to count: the full one.
+GATE_PRESET = "standard"
+# Ops whose inputs are read for their shape only: never converted.
+SHAPE_ONLY_OPS = frozenset({"ShapeOf"})
+# Ops of OpenVINO's LayerNorm decomposition (MVN, then gain and bias) that carry no ONNX name.
+KEPT_FP32_OPS = frozenset({"MVN"})
+
+
+def openvino_unavailable() -> Optional[str]:
+    """Why OpenVINO cannot serve here (a short phrase), or None when it can."""
+    try:
+        import openvino
+    except ImportError:
+        return "OpenVINO is not installed (pip install openvino)"
+    if "CPU" not in openvino.Core().available_devices:
+        return "OpenVINO finds no CPU device it supports"
+    return None
+
+
+# -- the bf16 accuracy gate's record ---------------------------------------------------------------------
+
+
+def bf16_gate_path(onnx_path: Path) -> Path:
+    """Where the bf16 gate's record of ``onnx_path`` lives: ``X.onnx`` -> ``X.bf16-gate.json`` beside it."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.stem + BF16_GATE_SUFFIX)
+
+
+def bf16_gate_record(onnx_path: Path) -> tuple[Optional[dict], str]:
+    """(the gate record that speaks for the model at ``onnx_path``, or None; why there is none).
+
+    A record counts when it is for this very file (sha256), for the current ``BF16_POLICY``, and from
+    the full gate (``GATE_PRESET``), whether it passed or not.
+    """
+    record_path = bf16_gate_path(onnx_path)
+    try:
+        record = json.loads(record_path.read_text())
+    except FileNotFoundError:
+        return None, f"the bf16 accuracy gate has not been run for {Path(onnx_path).name} (no {record_path.name})"
+    except (OSError, ValueError) as error:
+        return None, f"cannot read the bf16 gate record {record_path}: {error}"
+    if not isinstance(record, dict) or record.get("onnx_sha256") != sha256_file(onnx_path):
+        return None, f"{record_path.name} is the bf16 gate record of another model"
+    if record.get("preset") != GATE_PRESET:
+        preset = record.get("preset")
+        return None, f"{record_path.name} comes from the {preset!r} preset, not the full gate ({GATE_PRESET!r})"
+    if record.get("policy") != BF16_POLICY:
+        return None, f"{record_path.name} records another bf16 policy ({record.get('policy')!r}, now {BF16_POLICY!r})"
+    return record, ""
+
+
+def bf16_gate_verdict(onnx_path: Path) -> tuple[bool, str]:
+    """(passed, what the record says) for the model at ``onnx_path``: no record that counts
+    (``bf16_gate_record``) and a failed gate are both "not passed"."""
+    record, why = bf16_gate_record(onnx_path)
+    if record is None:
+        return False, why
+    name, summary = Path(onnx_path).name, record.get("summary", "")
+    if not record.get("passed"):
+        return False, f"the bf16 accuracy gate failed for {name}: {summary}"
+    return True, f"the bf16 accuracy gate passed for {name}: {summary}"
+
+
+def choose_precision(requested: str, onnx_path: Path, cpu: Optional[CpuInfo] = None) -> tuple[str, str]:
+    """(``"f32"`` or ``"bf16"``, why) for a requested precision ("auto", "f32", "bf16") on this CPU.
+
+    "bf16" asked for explicitly runs even where the gate has not passed (the reason says so), but not
+    on a CPU without native bf16, where it would be slower than f32: that is a UserError.
+    """
+    if requested not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    cpu = cpu or cpu_info()
+    if requested == "f32":
+        return "f32", "asked for"
+    unsupported = cpu.bf16_unsupported()
+    if requested == "bf16":
+        if unsupported:
+            raise UserError(f"bf16 needs a CPU with AMX-BF16 or AVX512-BF16, but {unsupported}; use precision f32 or auto")
+        passed, verdict = bf16_gate_verdict(onnx_path)
+        return "bf16", f"asked for, on {cpu.bf16_unit()}" + ("" if passed else f"; beware: {verdict}")
+    if unsupported:
+        return "f32", unsupported
+    passed, verdict = bf16_gate_verdict(onnx_path)
+    if not passed:
+        return "f32", verdict
+    return "bf16", f"{cpu.bf16_unit()}, and {verdict}"
+
+
+# -- the mixed-bf16 model --------------------------------------------------------------------------------
+
+
+def mixed_bf16(model, scopes: tuple[str, ...] = REDUCED_SCOPES):
+    """Rewrite an ``openvino.Model`` in place so that ``trt.precision``'s region (``scopes``: the matcher's,
+    or the one an extractor's metadata names) runs in bf16.
+
+    Float32 tensors entering the region are converted to bf16 once each (constants too: OpenVINO folds
+    those Converts into bf16 weights); region outputs read outside it are converted back to float32.
+    Returns the model; a ContractError when it has no region (not a matcher exported by this project).
+    """
+    import openvino as ov
+    from openvino import opset13
+
+    def in_region(node) -> bool:
+        return (node.get_type_name() not in ("Parameter", "Result", "Constant", *KEPT_FP32_OPS)
+                and reduced(node.get_friendly_name(), scopes))
+
+    nodes = model.get_ordered_ops()
+    region = {node.get_name() for node in nodes if in_region(node)}
+    if not region:
+        raise ContractError("no nodes of the bf16 region in the model: not a matcher or extractor graph exported by "
+                            "this project")
+    entering = {}
+    leaving = []
+    for node in nodes:
+        if node.get_name() not in region:
+            continue
+        if node.get_type_name() == "Convert" and node.get_output_element_type(0) == ov.Type.f32:
+            raise ContractError(f"{node.get_friendly_name()} converts to float32 inside the bf16 region")
+        if any(output.get_element_type() == ov.Type.f16 for output in node.outputs()):
+            raise ContractError("the model's transformer is FP16 already (an FP16 engine's source ONNX): bf16 runs "
+                                "from the FP32 ONNX, pass it with --onnx")
+        for output in node.outputs():
+            if output.get_element_type() == ov.Type.f32:
+                leaving += [target for target in output.get_target_inputs()
+                            if target.get_node().get_name() not in region]
+        if node.get_type_name() in SHAPE_ONLY_OPS:
+            continue
+        for port in node.inputs():
+            source = port.get_source_output()
+            if source.get_node().get_name() in region or source.get_element_type() != ov.Type.f32:
+                continue
+            key = (source.get_node().get_name(), source.get_index())
+            if key not in entering:
+                entering[key] = opset13.convert(source, "bf16", name=f"{source.get_node().get_friendly_name()}/to_bf16")
+            port.replace_source_output(entering[key].output(0))
+    back = {}
+    for target in leaving:
+        source = target.get_source_output()
+        key = (source.get_node().get_name(), source.get_index())
+        if key not in back:
+            back[key] = opset13.convert(source, "f32", name=f"{source.get_node().get_friendly_name()}/to_f32")
+        target.replace_source_output(back[key].output(0))
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+# -- the session ----------------------------------------------------------------------------------------
+
+
+class OpenVINOSession(Runner):
+    """A matcher or extractor ONNX on OpenVINO's CPU plugin: ``with OpenVINOSession(path) as s: s.infer(feeds)``.
+
+    ``profiles``: the engine's profiles when standing in for one, else any shape. ``precision``: "auto",
+    "f32" or "bf16" (module docstring); the choice is in ``precision`` and ``precision_reason`` once made
+    (at construction). ``cache_dir``: OpenVINO's model cache (None: no cache). ``mode``: "latency" or
+    "throughput". ``threads``: CPU threads in all (default: the physical cores).
+    """
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        profiles: Optional[Sequence[Profile]] = None,
+        precision: str = "auto",
+        cache_dir: Optional[Path] = None,
+        mode: str = "latency",
+        threads: Optional[int] = None,
+    ):
+        super().__init__(f"OpenVINO session of {onnx_path}", profiles=profiles)
+        if mode not in MODES:
+            raise UserError(f"unknown OpenVINO mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise EngineError(f"no ONNX model at {self.onnx_path}")
+        self.precision, self.precision_reason = choose_precision(precision, self.onnx_path)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.mode = mode
+        self.threads = threads or physical_cores()
+        self.loaded_from_cache = False
+        self._compiled = None
+        self._requests: list = []
+        self._output_index: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def summary(self) -> dict:
+        return {"runtime_precision": self.precision, "runtime_precision_reason": self.precision_reason}
+
+    def compile_config(self) -> dict:
+        """The properties the model is compiled with."""
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads}
+        if self.mode == "latency":
+            config.update(PERFORMANCE_HINT="LATENCY", NUM_STREAMS=1)
+        else:
+            config.update(PERFORMANCE_HINT="THROUGHPUT")
+        return config
+
+    def activate_impl(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if self.cache_dir is not None:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(self.cache_dir)})
+            except OSError as error:
+                warnings.warn(f"no OpenVINO model cache at {self.cache_dir} ({error}): every start compiles", stacklevel=2)
+        try:
+            model = core.read_model(str(self.onnx_path))
+        except RuntimeError as error:
+            raise EngineError(f"OpenVINO cannot read {self.onnx_path}: {error}") from None
+        def shapes(ports) -> dict[str, tuple]:
+            return {port.get_any_name(): tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+                    for port in ports}
+
+        if model.has_rt_info(["framework"]):
+            framework = model.get_rt_info(["framework"]).astype(dict)
+            self.metadata = {key: value.astype(str) for key, value in framework.items()}
+        contract = contract_from_io(shapes(model.inputs), shapes(model.outputs), network_settings(self.metadata),
+                                    str(self.onnx_path))
+        outputs = {port.get_any_name(): index for index, port in enumerate(model.outputs)}
+        if self.precision == "bf16":
+            model = mixed_bf16(model, scopes_from_metadata(self.metadata))
+        try:
+            compiled = core.compile_model(model, "CPU", self.compile_config())
+        except RuntimeError as error:
+            raise EngineError(f"OpenVINO cannot compile {self.onnx_path}: {error}") from None
+        self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        self.contract = contract
+        self._output_index = {name: outputs[name] for name in contract.output_names}
+        self._compiled = compiled
+        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if self.mode == "throughput" else 1
+        self._requests = [compiled.create_infer_request() for _ in range(max(1, requests))]
+
+    @property
+    def streams(self) -> int:
+        return int(self._compiled.get_property("NUM_STREAMS")) if self._compiled is not None else 0
+
+    def infer_impl(self, feeds, profile_index):
+        """One request; in throughput mode a batch is split across the streams and run concurrently."""
+        batched = {spec.name for spec in self.input_specs if spec.shape[:1] == (BATCH,)}
+        batch = feeds[next(iter(sorted(batched)))].shape[0]
+        bounds = np.linspace(0, batch, min(batch, len(self._requests)) + 1).astype(int)
+        chunks = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        start = time.perf_counter()
+        with self._lock:  # an infer request serves one call at a time
+            running = self._requests[: len(chunks)]
+            for request, chunk in zip(running, chunks):
+                request.start_async({name: np.ascontiguousarray(value[chunk]) if name in batched else value
+                                     for name, value in feeds.items()})
+            for request in running:
+                request.wait()
+            parts = [[np.array(request.get_output_tensor(self._output_index[name]).data) for request in running]
+                     for name in self._output_index]
+        outputs = {name: np.concatenate(values) for name, values in zip(self._output_index, parts)}
+        return outputs, {"compute": time.perf_counter() - start}
+
+    def deactivate_impl(self) -> None:
+        self._requests = []
+        self._compiled = None

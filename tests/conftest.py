@@ -29,13 +29,18 @@ def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+def _cached(cache: Path, name: str, export, **kwargs) -> Path:
+    """``cache/name.onnx``, exported by ``export(output=..., **kwargs)`` the first time."""
+    path = cache / f"{name}.onnx"
+    if not path.exists():
+        export(output=path, **kwargs)
+    return path
+
+
 def _export(cache: Path, name: str, **kwargs) -> Path:
     from trt.onnx.export import export_matcher
 
-    path = cache / f"{name}.onnx"
-    if not path.exists():
-        export_matcher(output=path, **kwargs)
-    return path
+    return _cached(cache, name, export_matcher, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +69,7 @@ def superpoint_onnx(model_cache) -> Path:
 def _export_extractor(cache: Path, name: str, **kwargs) -> Path:
     from trt.onnx.export_extractor import export_extractor
 
-    path = cache / f"{name}.onnx"
-    if not path.exists():
-        export_extractor(output=path, **kwargs)
-    return path
+    return _cached(cache, name, export_extractor, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def test_ray_workers_give_the_matches_of_one_process(nn_engine, photos, tmp_path
     assert single.returncode == 0, single.stderr
     on_ray = match_cli(nn_engine, pairs, tmp_path / "ray", "--image-dir", photos, "--ray", "--workers", "2")
     assert on_ray.returncode == 0, on_ray.stderr
-    assert "on 2 Ray workers on 1 node(s) (onnxruntime, 1 CPU each)" in on_ray.stdout
+    assert "on 2 Ray workers on 1 node(s) (openvino f32, 1 CPU each)" in on_ray.stdout  # auto: OpenVINO on a CPU
     assert "6 matched" in on_ray.stdout and "extract" in on_ray.stdout and "pairs/s" in on_ray.stdout
     expected, got = records(tmp_path / "single"), records(tmp_path / "ray")
     assert sorted(got) == sorted(expected) and len(got) == 6

@@ -191,7 +191,7 @@ def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: 
 
     reason = tensorrt_unavailable(None)
     if reason:
-        notes.append(f"TensorRT backends skipped: {reason}")
+        notes.append(f"{onnx_path.stem}: TensorRT backends skipped: {reason}")
         return []
     backends = []
     for precision in precisions:
@@ -199,7 +199,7 @@ def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: 
             session = TensorRTSession(cached_engine(onnx_path, precision, overwrite))
             backends.append(runner_backend(f"tensorrt-{precision}", "cuda", session))
         except UserError as error:
-            notes.append(f"tensorrt-{precision} skipped: {error}")
+            notes.append(f"{onnx_path.stem} tensorrt-{precision} skipped: {error}")
     return backends
 
 

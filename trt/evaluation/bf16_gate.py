@@ -124,7 +124,7 @@ def run_gate(onnx_path: Path, preset: dict, data_dir: Path, features: Optional[d
     if reason:
         raise UserError(f"the bf16 gate needs OpenVINO on a bf16-capable CPU: {reason}")
     datasets = load_datasets(preset, data_dir)
-    features = features if features is not None else extract_all(datasets, preset)
+    features = features if features is not None else extract_all(datasets, preset)[0]
     runs = {}
     for precision in ("f32", "bf16"):
         started = time.perf_counter()

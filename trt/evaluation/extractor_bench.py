@@ -7,7 +7,8 @@ Backends, all with the same weights (ALIKED: the official checkpoint where it is
 the shared data's ``aliked/``; DISK and SuperPoint: seeded random weights of the official layout, as no
 checkpoint can be downloaded offline; latency does not depend on the values, as K is fixed):
 
-* ``onnxruntime-cpu``: our extractor ONNX through ``OnnxRuntimeSession``, the serving runner;
+* ``onnxruntime-cpu`` and ``openvino-f32``: our extractor ONNX through ``OnnxRuntimeSession`` and
+  ``OpenVINOSession``, the serving runners (``onnxruntime-cuda`` where ONNX Runtime has CUDA);
 * ``tensorrt-fp32`` / ``tensorrt-fp16``: our extractor engines (``profiles/extractors/<feature>.toml``)
   through ``TensorRTSession``, where a CUDA GPU, TensorRT and pycuda exist;
 * ``torch-ours``: our PyTorch module (``trt.models``), the graph the ONNX was exported from;
@@ -28,10 +29,10 @@ from typing import Optional
 
 import numpy as np
 
-from trt.evaluation.bench import Backend, interleaved_times, latency_summary, runner_backend
+from trt.evaluation.bench import (Backend, interleaved_times, latency_summary, onnxruntime_backends, runner_backend,
+                                  tensorrt_backends)
 from trt.evaluation.runs import (
     ExtractorWeights,
-    cached_engine,
     cached_extractor_onnx,
     machine_info,
     named_preset,
@@ -135,23 +136,17 @@ def _no_grad(module, *args):
 
 
 def onnx_backends(onnx_path: Path, threads: int, precisions, notes: list[str], overwrite: bool) -> list[Backend]:
-    """Our ONNX on ONNX Runtime, and our engines on TensorRT where it can run."""
-    from trt.errors import UserError
-    from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-    from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
+    """Our ONNX on ONNX Runtime and on OpenVINO (f32: bf16 is gated for matchers only), and our engines on
+    TensorRT where it can run."""
+    from trt.runtime.openvino_session import OpenVINOSession, openvino_unavailable
 
-    backends = [runner_backend("onnxruntime-cpu", "cpu", OnnxRuntimeSession(onnx_path, threads=threads))]
-    reason = tensorrt_unavailable(None)
+    backends = onnxruntime_backends(onnx_path, threads)
+    reason = openvino_unavailable()
     if reason:
-        notes.append(f"{onnx_path.stem}: TensorRT backends skipped: {reason}")
-        return backends
-    for precision in precisions:
-        try:
-            session = TensorRTSession(cached_engine(onnx_path, precision, overwrite))
-            backends.append(runner_backend(f"tensorrt-{precision}", "cuda", session))
-        except UserError as error:
-            notes.append(f"{onnx_path.stem} tensorrt-{precision} skipped: {error}")
-    return backends
+        notes.append(f"{onnx_path.stem}: OpenVINO skipped: {reason}")
+    else:
+        backends.append(runner_backend("openvino-f32", "cpu", OpenVINOSession(onnx_path, precision="f32", threads=threads)))
+    return backends + tensorrt_backends(onnx_path, precisions, notes, overwrite)
 
 
 # -- the run -----------------------------------------------------------------------------------------------

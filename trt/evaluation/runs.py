@@ -150,16 +150,23 @@ def cached_onnx(models_dir: Path, extractor: str, weights: MatcherWeights, preci
     return fp16
 
 
-def _matches_weights(onnx_path: Path, extractor: str, weights: MatcherWeights) -> bool:
+def _export_metadata(onnx_path: Path) -> Optional[dict]:
+    """The metadata an export of this project records; None for a missing or unreadable file (export again)."""
     if not onnx_path.is_file():
-        return False
+        return None
     import onnx
 
     from trt.onnx.export import read_metadata
 
     try:
-        metadata = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception:  # a truncated or foreign file: export again
+        return read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception:  # a truncated or foreign file
+        return None
+
+
+def _matches_weights(onnx_path: Path, extractor: str, weights: MatcherWeights) -> bool:
+    metadata = _export_metadata(onnx_path)
+    if metadata is None:
         return False
     if metadata.get("extractor") != extractor or metadata.get("weights_kind") != weights.kind:
         return False
@@ -212,17 +219,8 @@ def cached_extractor_onnx(models_dir: Path, weights: ExtractorWeights, overwrite
 
 def _extractor_metadata(onnx_path: Path) -> Optional[tuple[str, str]]:
     """(network, weights) an exported extractor records; None for a missing or unreadable file."""
-    if not onnx_path.is_file():
-        return None
-    import onnx
-
-    from trt.onnx.export import read_metadata
-
-    try:
-        metadata = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception:  # a truncated or foreign file: export again
-        return None
-    return metadata.get("network"), metadata.get("weights")
+    metadata = _export_metadata(onnx_path)
+    return None if metadata is None else (metadata.get("network"), metadata.get("weights"))
 
 
 def cached_engine(onnx_path: Path, precision: str, overwrite: bool = False) -> Path:

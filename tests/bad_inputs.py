@@ -108,9 +108,15 @@ def cli(main: Callable, argv: list, cwd: Optional[Path] = None) -> CliRun:
     return CliRun(code, out.getvalue(), err.getvalue(), value[0] if value else None, prog)
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file below ``folder`` (relative path -> sha256): what a run may not change unasked."""
+# The caches serving keeps beside an engine on purpose: OpenVINO's compiled models, tensorrt-rtx's kernels.
+SERVING_CACHES = (".openvino-cache", ".rtxcache")
+
+
+def snapshot(folder: Path, skip_caches: bool = False) -> dict[str, str]:
+    """Every file below ``folder`` (relative path -> sha256): what a run may not change unasked; with
+    ``skip_caches``, but for the serving caches."""
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "folder"
         for path in sorted(folder.rglob("*"))
+        if not (skip_caches and path.relative_to(folder).parts[0].endswith(SERVING_CACHES))
     }

@@ -308,7 +308,8 @@ class Matcher:
     # -- matching --------------------------------------------------------------------------------------
     def extract(self, image: Image) -> Features:
         """Features of one image (a path or a uint8 array) through the front-end."""
-        return self.extract_many([image])[0]
+        (features, _), = self._extract_images([image], ["the image"], label_errors=False)
+        return features
 
     def extract_many(self, images: Sequence[Image]) -> list[Features]:
         """Features of many images, in order; a learned extractor batches images of one padded size."""
@@ -374,8 +375,11 @@ class Matcher:
                 result.timings = {**extract, **result.timings}
         return results
 
-    def _extract_images(self, images: list, names: list[str]) -> list[tuple[Features, dict[str, float]]]:
-        """(Features, timings) of each image (a path or an array), in order: read, then through the front-end."""
+    def _extract_images(self, images: list, names: list[str],
+                        label_errors: bool = True) -> list[tuple[Features, dict[str, float]]]:
+        """(Features, timings) of each image (a path or an array), in order: read, then through the front-end.
+        ``names`` say which image an error is about ("pair 2, image 0"); ``label_errors`` False for one image,
+        whose errors need no label (a path's name the file already)."""
         from trt.features.image import read_image
 
         if not images:
@@ -387,7 +391,7 @@ class Matcher:
             try:
                 arrays.append(read_image(image) if isinstance(image, (str, Path)) else image)
             except ImageError as error:
-                raise ImageError(f"{name}: {error}") from None
+                raise ImageError(f"{name}: {error}" if label_errors else str(error)) from None
             read_times.append(time.perf_counter() - start)
         extract_batch = getattr(front_end, "extract_batch", None)
         if extract_batch is not None:
@@ -399,7 +403,7 @@ class Matcher:
                 try:
                     found = front_end(array)
                 except ImageError as error:
-                    raise ImageError(f"{name}: {error}") from None
+                    raise ImageError(f"{name}: {error}" if label_errors else str(error)) from None
                 extracted.append((found, {"extract": time.perf_counter() - start}))
         return [(found, {**timings, "extract": timings["extract"] + read})
                 for (found, timings), read in zip(extracted, read_times)]

@@ -104,6 +104,48 @@ def test_session_runs_the_contract_like_onnxruntime(standin):
     assert not session.is_active
 
 
+def test_fixed_shape_models_serve_pairs_near_a_profiles_opt_as_the_dynamic_model_does(sift_sharp_onnx, tmp_path):
+    """Latency mode with an engine's profiles: once FIXED_SHAPE_AFTER requests could have used it, a model
+    compiled at the profile's opt (B = 1) is compiled in the background and then serves the pairs within
+    FIXED_SHAPE_FILL of the opt, padded up, with the dynamic model's matches; other requests stay dynamic."""
+    import time
+
+    from trt.runtime import openvino_session
+
+    rng = np.random.default_rng(1)
+    f0 = random_features(rng, 64)
+    first = lambda n: f0.subset(np.arange(n))  # noqa: E731
+    near = pack_pairs([(first(60), noisy_copy(rng, f0, 58))], 60, 58, 0.1)  # within 0.9 of 64 on both sides
+    far = pack_pairs([(first(40), noisy_copy(rng, f0, 58))], 40, 58, 0.1)
+    profiles = [Profile("n64", (1, 1, 2), (1, 64, 64), (1, 64, 64))]
+    served = []
+    with OpenVINOSession(sift_sharp_onnx, profiles=profiles, precision="f32", cache_dir=tmp_path) as session, \
+            OnnxRuntimeSession(sift_sharp_onnx) as reference:
+        infer_fixed = session._infer_fixed
+        session._infer_fixed = lambda *args: served.append(args[2]) or infer_fixed(*args)
+        assert session.fixed_shapes and session.fixed_shape_models == []
+        want = reference.infer(near)
+        for _ in range(openvino_session.FIXED_SHAPE_AFTER):  # the dynamic model, until the compile is done
+            got = session.infer(near)
+        deadline = time.monotonic() + 120
+        while not session.fixed_shape_models and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert session.fixed_shape_models == ["n64"] and served == []
+        fixed = session.infer(near)
+        assert served == [{"B": 1, "N0": 60, "N1": 58}]
+        session.infer(far)  # 40 < 0.9 * 64: the dynamic model
+        assert len(served) == 1
+    assert (want["matches0"] > -1).sum() > 20
+    for out in (got, fixed):
+        for name in want:
+            assert out[name].shape == want[name].shape
+        np.testing.assert_array_equal(out["matches0"], want["matches0"])
+        np.testing.assert_array_equal(out["matches1"], want["matches1"])
+        np.testing.assert_allclose(out["mscores0"], want["mscores0"], rtol=1e-3, atol=1e-6)
+    assert not OpenVINOSession(sift_sharp_onnx, profiles=profiles, mode="throughput").fixed_shapes
+    assert not OpenVINOSession(sift_sharp_onnx).fixed_shapes  # no engine's profiles: any shape comes
+
+
 def test_session_refuses_what_is_not_a_matcher(tmp_path):
     path = make_standin_onnx(tmp_path / "no_count1.onnx", scale_ori=False)
     model = onnx.load(str(path))

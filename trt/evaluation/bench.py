@@ -128,6 +128,12 @@ class Backend:
     prepare: Callable[[dict], Callable[[], object]]
     slow: bool = False  # torch on the CPU: limited to ``slow_max_batch``
     close: Callable[[], None] = field(default=lambda: None)
+    max_batch: Optional[int] = None  # runs requests of at most this many pairs
+
+    def runs(self, n: int, batch: int, conf: dict) -> bool:
+        """Whether it runs requests of ``batch`` pairs of N = ``n``."""
+        slow_limit = conf["slow_max_batch"].get(n, 0) if self.slow else batch
+        return batch <= min(slow_limit, self.max_batch or batch)
 
 
 # -- the backends ------------------------------------------------------------------------------------------
@@ -140,8 +146,13 @@ def runner_backend(name: str, device: str, runner) -> Backend:
 
 
 def openvino_backends(onnx_path: Path, threads: int, batches, notes: list[str]) -> list[Backend]:
-    """``openvino-f32`` and, on a bf16-capable CPU, ``openvino-bf16``: a latency-mode session for B = 1 and
-    a throughput-mode one for batches (when ``batches`` has any), as ``trt_infer.py`` runs them."""
+    """``openvino-f32`` and, on a bf16-capable CPU, ``openvino-bf16``, as ``trt_infer.py`` serves an engine
+    built with the default profiles (``profiles/sift.toml``): a latency-mode session for B = 1, its
+    fixed-shape models compiled (a warmed-up server; every bench size is a profile's opt), and a
+    throughput-mode one for batches (when ``batches`` has any). ``openvino-bf16-dynamic``: B = 1 on the
+    dynamic model alone, what a pair between the profiles' opts gets."""
+    from trt.engine.profiles import PROFILES_DIR, read_profile_file
+    from trt.runtime.base import Profile
     from trt.runtime.cpu import cpu_info
     from trt.runtime.openvino_session import OpenVINOSession, openvino_unavailable
 
@@ -149,16 +160,20 @@ def openvino_backends(onnx_path: Path, threads: int, batches, notes: list[str]) 
     if reason:
         notes.append(f"OpenVINO backends skipped: {reason}")
         return []
-    precisions = ["f32"]
+    profiles = [Profile.from_ranges(bucket.name, {symbol: tuple(r) for symbol, r in bucket.dimensions().items()})
+                for bucket in read_profile_file(PROFILES_DIR / "sift.toml").buckets]
+    variants = [("f32", True)]
     if cpu_info().bf16_unsupported():
         notes.append(f"openvino-bf16 skipped: {cpu_info().bf16_unsupported()}")
     else:
-        precisions.append("bf16")
+        variants += [("bf16", True), ("bf16", False)]
     modes = ["latency"] + (["throughput"] if max(batches) > 1 else [])
     backends = []
-    for precision in precisions:
-        sessions = [OpenVINOSession(onnx_path, precision=precision, mode=mode, threads=threads).activate()
-                    for mode in modes]
+    for precision, fixed in variants:
+        sessions = [OpenVINOSession(onnx_path, profiles=profiles, precision=precision, mode=mode, threads=threads,
+                                    fixed_shapes=fixed and mode == "latency").activate()
+                    for mode in (modes if fixed else ["latency"])]
+        sessions[0].compile_fixed_shapes()
 
         def prepare(feeds, sessions=sessions):
             session = sessions[0] if feeds["kpts0"].shape[0] == 1 else sessions[-1]
@@ -168,7 +183,8 @@ def openvino_backends(onnx_path: Path, threads: int, batches, notes: list[str]) 
             for session in sessions:
                 session.deactivate()
 
-        backends.append(Backend(f"openvino-{precision}", "cpu", prepare, close=close))
+        name = f"openvino-{precision}" + ("" if fixed else "-dynamic")
+        backends.append(Backend(name, "cpu", prepare, close=close, max_batch=None if fixed else 1))
     return backends
 
 
@@ -314,7 +330,7 @@ def bench_matchers(backends: list[Backend], extractor: Extractor, conf: dict) ->
     for n in conf["keypoints"]:
         for batch in conf["batches"]:
             feeds = bench_feeds(extractor, batch, n)
-            running = [b for b in backends if not b.slow or batch <= conf["slow_max_batch"].get(n, 0)]
+            running = [b for b in backends if b.runs(n, batch, conf)]
             times = interleaved_times({b.name: b.prepare(feeds) for b in running}, conf["warmup"], conf["min_runs"],
                                       conf["max_runs"], conf["budget_s"])
             base = {"keypoints": n, "batch": batch}
@@ -325,8 +341,10 @@ def bench_matchers(backends: list[Backend], extractor: Extractor, conf: dict) ->
                 if backend.name in times:
                     row.update(latency_summary(times[backend.name]))
                     row.update({key: row["p50_ms"] / p50 for key, p50 in references.items()})
-                else:
+                elif backend.slow:
                     row["skipped"] = f"more than {conf['slow_max_batch'].get(n, 0)} pair(s) at N={n} (slow backend)"
+                else:
+                    row["skipped"] = f"more than {backend.max_batch} pair(s) (B = 1 only)"
                 rows.append(row)
             summary = ", ".join(f"{b} {latency_summary(t)['p50_ms']:.0f} ms" for b, t in times.items())
             print(f"N={n} B={batch}: {summary}", file=sys.stderr, flush=True)

@@ -114,14 +114,19 @@ def keypoint_dims(batch: int, n0: int, n1: int) -> dict[str, int]:
     return {BATCH: batch, KEYPOINTS0: n0, KEYPOINTS1: n1}
 
 
-def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[int, int, int]:
-    """Check a request's arrays against the contract; return (B, N0, N1)."""
+def check_input_names(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> None:
+    """A request must give exactly the inputs ``specs`` name (a matcher's or an extractor's)."""
     missing = [s.name for s in specs if s.name not in feeds]
     if missing:
         raise ContractError(f"missing inputs: {', '.join(missing)}")
     extra = sorted(set(feeds) - {s.name for s in specs})
     if extra:
         raise ContractError(f"unexpected inputs: {', '.join(extra)}; valid: {', '.join(s.name for s in specs)}")
+
+
+def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[int, int, int]:
+    """Check a request's arrays against the contract; return (B, N0, N1)."""
+    check_input_names(feeds, specs)
     batch, n0, n1 = feeds["kpts0"].shape[0], feeds["kpts0"].shape[1], feeds["kpts1"].shape[1]
     for spec in specs:
         array = feeds[spec.name]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trt.contract import BATCH, TensorSpec, concrete_shape
+from trt.contract import BATCH, TensorSpec, check_input_names, concrete_shape
 from trt.errors import ContractError
 
 HEIGHT, WIDTH = "H", "W"
@@ -104,12 +104,7 @@ def infer_layout(inputs: dict[str, tuple], outputs: dict[str, tuple]) -> Extract
 def check_feeds(feeds: dict[str, np.ndarray], layout: ExtractorLayout, stride: int) -> tuple[int, int, int]:
     """Check a request against the contract (names, dtypes, shapes, stride, regions); return (B, H, W)."""
     specs = layout.inputs
-    missing = [s.name for s in specs if s.name not in feeds]
-    if missing:
-        raise ContractError(f"missing inputs: {', '.join(missing)}")
-    extra = sorted(set(feeds) - {s.name for s in specs})
-    if extra:
-        raise ContractError(f"unexpected inputs: {', '.join(extra)}; valid: {', '.join(s.name for s in specs)}")
+    check_input_names(feeds, specs)
     image = feeds[IMAGE]
     if image.ndim != 4:
         raise ContractError(f"input image has shape {tuple(image.shape)}, expected [B, C, H, W]")

@@ -134,7 +134,8 @@ def format_timings(timings: dict) -> str:
 
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
-    from trt.runtime.jobs import backend_label, format_device_memory, prepare_pair, run_pair
+    from trt.jobs.job import prepare_pair, run_pair
+    from trt.jobs.stages import backend_label, format_device_memory
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -160,7 +161,7 @@ def match_one(args) -> list[Path]:
 
 def match_pairs(args):
     """Match every pair of --pairs into --output-dir; print the summary; return the job's report."""
-    from trt.runtime.jobs import run_pairs_file
+    from trt.jobs.job import run_pairs_file
 
     report = run_pairs_file(
         args.pairs, args.output_dir, matcher_options(args), fmt=args.format, image_dir=args.image_dir,

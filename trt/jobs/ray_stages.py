@@ -1,4 +1,4 @@
-"""Pairs jobs on Ray: the two stages of ``trt.runtime.jobs`` on actors that each hold one ``Matcher``.
+"""Pairs jobs on Ray: the two stages of a pairs job (``trt.jobs.stages``) on actors that each hold one ``Matcher``.
 
     trt_infer.py --engine E --pairs pairs.txt --output-dir out/ --ray                 # a local Ray instance
     trt_infer.py --engine E --pairs pairs.txt --output-dir out/ --ray HEAD_IP:6379    # an existing cluster
@@ -34,10 +34,9 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from trt.errors import UserError
 from trt.validation import max_pixels, pixel_limit
-from trt.runtime.jobs import (
-    CHUNK, Extracted, ImageTask, Outcome, PairEntry, backend_label, extract_image, failure_reason, format_device_memory,
-    match_features,
-)
+from trt.jobs.pairs import PairEntry
+from trt.jobs.stages import (CHUNK, Extracted, ImageTask, Outcome, backend_label, extract_image, failure_reason,
+                             format_device_memory, match_features)
 
 MAX_RESTARTS = 3  # times Ray restarts a dead actor (and retries its calls in flight)
 MAX_ATTEMPTS = 3  # actors a piece of work may be lost on (each for good) before it fails
@@ -144,7 +143,7 @@ def plan_workers(cluster: dict, nodes: Sequence[dict], workers: Optional[int], b
 
 
 class RayStages:
-    """The stages of a pairs job (``trt.runtime.jobs.Stages``) on Ray actors; a context manager.
+    """The stages of a pairs job (``trt.jobs.stages.Stages``) on Ray actors; a context manager.
 
     ``matcher_options``: the arguments of ``Matcher.from_engine``; ``address``: "local" starts a local
     Ray instance, "auto" joins the one running here, else HOST:PORT of a cluster's head. When Ray is

@@ -4,8 +4,8 @@ Steps, all in OUTPUT:
 
 1. pairs: every pair of images (``exhaustive``, written to ``pairs-exhaustive.txt``), or a pairs file
    naming images below IMAGES;
-2. the pairs job (``trt.runtime.jobs``, on Ray when asked): hloc's ``features.h5`` and ``matches.h5``;
-3. ``database.db``: cameras, images, keypoints and raw matches (``trt.sfm.colmap.write_database``);
+2. the pairs job (``trt.jobs``, on Ray when asked): hloc's ``features.h5`` and ``matches.h5``;
+3. ``database.db``: cameras, images, keypoints and raw matches (``trt.jobs.colmap.write_database``);
 4. COLMAP's geometric verification and incremental mapping: ``sparse/0`` is the largest model;
 5. the baseline, unless skipped: COLMAP's SIFT extraction and matching of the same pairs, and the same
    mapping, in ``colmap-sift/`` (``database.db``, ``sparse/0``).
@@ -26,7 +26,7 @@ import numpy as np
 
 from trt.errors import UserError
 from trt.fileio import write_bytes_atomic, write_text_atomic
-from trt.runtime.jobs import JobReport, prepare_output_dir, run_pairs_file
+from trt.jobs.job import JobReport, prepare_output_dir, run_pairs_file
 from trt.sfm import colmap
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}

@@ -22,13 +22,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from trt.contract import DEFAULT_THRESHOLD
 from trt.errors import PairsFailed, UserError
 from trt.features.image import read_image
-from trt.fileio import check_writable, write_bytes_atomic, write_text_atomic
-from trt.jobs.pairs import PairEntry, PairsFile, check_unique_outputs, read_pairs, require_relative_names
+from trt.fileio import CreatedPaths, check_writable, write_bytes_atomic, write_text_atomic
+from trt.jobs.pairs import (PairEntry, PairsFile, check_unique_outputs, list_images, make_pairs, pairing, pairs_filename,
+                            read_pairs, require_relative_names, write_pairs)
 from trt.jobs.stages import ImageTask, LocalStages, Stages
 from trt.jobs.writers import Outputs, open_outputs, output_key
 from trt.runtime import outputs
@@ -222,14 +223,20 @@ def run_pairs_job(
 
 
 def _plan(pairs: PairsFile, outputs_: Outputs, overwrite: bool, report: JobReport) -> list[PairEntry]:
-    """The pairs to match: not done yet (unless ``overwrite``), both images present."""
+    """The pairs to match: not done yet (unless ``overwrite``), both images present. The first missing
+    image says where names are looked for: a forgotten image folder fails every pair."""
     pending: list[PairEntry] = []
     for entry in pairs.entries:
         missing = next((p for p in entry.paths if not p.is_file()), None)
         if not overwrite and outputs_.done(entry):
             report.skipped += 1
         elif missing is not None:
-            report.failures.append((pairs.where(entry), f"no image at {missing}"))
+            reason = f"no image at {missing}"
+            if not report.failures:
+                reason += (f" (image names are relative to the pairs file's folder, {pairs.image_dir}, unless an image "
+                           "folder is given: --image-dir)" if pairs.image_dir == pairs.path.parent else
+                           f" (image names are relative to the image folder {pairs.image_dir})")
+            report.failures.append((pairs.where(entry), reason))
         else:
             pending.append(entry)
     if report.skipped:
@@ -306,7 +313,7 @@ def _write(write: Callable, report: JobReport, *args) -> None:
 
 
 def run_pairs_file(
-    pairs_file: Path,
+    pairs_file: Union[Path, str],
     output_dir: Path,
     matcher_options: dict,
     fmt: str = "json",
@@ -320,47 +327,70 @@ def run_pairs_file(
 ) -> JobReport:
     """A pairs file matched into ``output_dir``: what ``trt_infer.py --pairs`` runs.
 
+    ``pairs_file``: a pairs file, or "exhaustive" / "sequential" / "sequential:K" to pair the images of
+    ``image_dir`` (``trt.jobs.pairs.make_pairs``; the list is kept as ``output_dir/pairs-*.txt``).
     ``matcher_options``: the arguments of ``Matcher.from_engine`` (``engine`` among them). ``fmt``:
     "json" or "npz" (one file per pair) or "hloc" (features.h5 and matches.h5). ``ray``: None runs in
     this process; "local" starts a local Ray instance; anything else is the address of a Ray cluster
     (see ``trt.jobs.ray_stages``), on which ``workers`` actors match. ``colmap_db``: also write
     a COLMAP database of the images, keypoints and raw matches of every pair done (``trt.jobs.colmap``).
     Everything the user can get wrong is checked before any engine is loaded.
+
+    A run that fails, or ends with no valid output, leaves the file system as it found it: the folders
+    and files it created are removed, what existed is untouched. One that fails after writing some pairs
+    keeps them (and ``.job.json``): they are valid, and a rerun resumes from them.
     """
-    pairs = read_pairs(pairs_file, image_dir)
-    if fmt == "hloc":
-        require_relative_names(pairs, "hloc")
-    if colmap_db is not None:
-        from trt.jobs.colmap import check_database_path
+    generated = pairing(pairs_file)
+    if generated is not None:
+        if image_dir is None:
+            raise UserError(f"pairs {str(pairs_file)!r} are made from a folder of images: give the folder (--image-dir)")
+        made = make_pairs(list_images(image_dir), *generated)
+    with CreatedPaths() as created:
+        folder = prepare_output_dir(created.track_folder(output_dir))
+        if generated is not None:
+            pairs_file = write_pairs(created.track(folder / pairs_filename(*generated)), made)
+        pairs = read_pairs(pairs_file, image_dir)
+        if fmt == "hloc":
+            require_relative_names(pairs, "hloc")
+        if colmap_db is not None:
+            from trt.jobs.colmap import check_database_path
 
-        require_relative_names(pairs, "COLMAP")
-        check_database_path(colmap_db)
-    folder = prepare_output_dir(output_dir)
-    options = dict(matcher_options)
-    settings = job_settings(
-        options["engine"], fmt, options.get("threshold", DEFAULT_THRESHOLD), options.get("max_num_keypoints"),
-        options.get("resize", DEFAULT_RESIZE), options.get("extractor"), pairs.image_dir,
-    )
-    check_unique_outputs(pairs, output_key(fmt))
-    check_job_settings(folder, settings, overwrite)
-    if ray is not None:
-        from trt.jobs.ray_stages import RayStages
+            require_relative_names(pairs, "COLMAP")
+            check_database_path(created.track(colmap_db))
+        options = dict(matcher_options)
+        settings = job_settings(
+            options["engine"], fmt, options.get("threshold", DEFAULT_THRESHOLD), options.get("max_num_keypoints"),
+            options.get("resize", DEFAULT_RESIZE), options.get("extractor"), pairs.image_dir,
+        )
+        check_unique_outputs(pairs, output_key(fmt))
+        check_job_settings(folder, settings, overwrite)
+        if ray is not None:
+            from trt.jobs.ray_stages import RayStages
 
-        stages = RayStages(options, address=ray, workers=workers)
-    else:
-        if workers is not None:
-            raise UserError("workers are Ray actors: pass a Ray address (or 'local') as well")
-        stages = LocalStages(Matcher.from_engine(**options), spill_parent=folder)
-    with stages:
-        record_job_settings(folder, settings)
-        outputs_ = open_outputs(fmt, folder, settings["threshold"], settings["resize"])
-        report = run_pairs_job(pairs, outputs_, stages, overwrite=overwrite, progress=progress, on_chunk=on_chunk)
-    if report.written + report.skipped == 0:
-        (folder / JOB_FILE).unlink(missing_ok=True)  # no outputs: nothing for the settings to describe
-    if colmap_db is not None:
-        from trt.jobs.colmap import write_database
+            stages = RayStages(options, address=ray, workers=workers)
+        else:
+            if workers is not None:
+                raise UserError("workers are Ray actors: pass a Ray address (or 'local') as well")
+            stages = LocalStages(Matcher.from_engine(**options), spill_parent=folder)
+        outputs_ = None
+        try:
+            with stages:
+                record_job_settings(folder, settings)
+                outputs_ = open_outputs(fmt, folder, settings["threshold"], settings["resize"])
+                report = run_pairs_job(pairs, outputs_, stages, overwrite=overwrite, progress=progress, on_chunk=on_chunk)
+        except BaseException:
+            if outputs_ is not None and outputs_.written:
+                created.keep(folder)  # valid outputs: a rerun resumes from them
+            raise
+        if report.written + report.skipped == 0:
+            created.remove()  # nothing valid: the outputs' folder, settings and empty files go
+            report.outputs = ""
+            return report
+        created.keep(folder)
+        if colmap_db is not None:
+            from trt.jobs.colmap import write_database
 
-        failed = {where for where, _ in report.failures}
-        done = [entry for entry in pairs.entries if pairs.where(entry) not in failed]
-        report.outputs += "; " + write_database(colmap_db, pairs.image_dir, outputs_.read_all(done))
+            failed = {where for where, _ in report.failures}
+            done = [entry for entry in pairs.entries if pairs.where(entry) not in failed]
+            report.outputs += "; " + write_database(colmap_db, pairs.image_dir, outputs_.read_all(done))
     return report

@@ -6,8 +6,10 @@
 the names hloc's h5 files and COLMAP's database use.
 """
 
+import itertools
 import os
 import posixpath
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,7 +18,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from trt.errors import UserError
+from trt.fileio import write_text_atomic
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
+EXHAUSTIVE, SEQUENTIAL = "exhaustive", "sequential"
+SEQUENTIAL_OVERLAP = 10  # the next frames each frame is paired with: COLMAP's sequential matcher's overlap
 
 @dataclass(frozen=True)
 class PairEntry:
@@ -151,3 +157,57 @@ class PairMatches:
     matches: np.ndarray  # [K, 2] int64
     image_size0: tuple[float, float]  # (width, height)
     image_size1: tuple[float, float]
+
+
+# -- pairs made from a folder ----------------------------------------------------------------------------
+
+
+def list_images(folder: Path) -> list[str]:
+    """Image files below ``folder`` (any depth, hidden ones skipped), as sorted POSIX paths relative to it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"no image folder at {folder}")
+    names = sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+    if len(names) < 2:
+        raise UserError(f"{folder} holds {len(names)} image(s); pairs need at least two")
+    return names
+
+
+def pairing(spec: str) -> Optional[tuple[str, int]]:
+    """("exhaustive", 0) or ("sequential", K) for the pairings a folder of images can be matched with
+    (``exhaustive``, ``sequential``, ``sequential:K``); None for anything else (a pairs file's path)."""
+    spec = str(spec)
+    if spec == EXHAUSTIVE:
+        return EXHAUSTIVE, 0
+    match = re.fullmatch(rf"{SEQUENTIAL}(?::(.*))?", spec)
+    if match is None:
+        return None
+    overlap = match.group(1)
+    if overlap is None:
+        return SEQUENTIAL, SEQUENTIAL_OVERLAP
+    if not overlap.isdigit() or int(overlap) < 1:
+        raise UserError(f"{spec}: sequential:K pairs each image with the next K, a whole number of at least 1")
+    return SEQUENTIAL, int(overlap)
+
+
+def make_pairs(names: list[str], kind: str, overlap: int = SEQUENTIAL_OVERLAP) -> list[tuple[str, str]]:
+    """Every pair of ``names`` (``exhaustive``, as hloc's pairs_from_exhaustive), or each name with the
+    next ``overlap`` in order (``sequential``: the frames of a video)."""
+    if kind == EXHAUSTIVE:
+        return list(itertools.combinations(names, 2))
+    return [(name, other) for i, name in enumerate(names) for other in names[i + 1 : i + 1 + overlap]]
+
+
+def pairs_filename(kind: str, overlap: int) -> str:
+    """"pairs-exhaustive.txt", "pairs-sequential-10.txt": where a job keeps the pairs it made."""
+    return f"pairs-{kind}" + (f"-{overlap}" if kind == SEQUENTIAL else "") + ".txt"
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    """A pairs file of ``pairs``, one "image0 image1" per line, written atomically."""
+    return write_text_atomic(Path(path), "".join(f"{a} {b}\n" for a, b in pairs))

@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from trt.errors import UserError
-from trt.validation import max_pixels, pixel_limit
 from trt.jobs.pairs import PairEntry
-from trt.jobs.stages import (CHUNK, Extracted, ImageTask, Outcome, backend_label, extract_image, failure_reason,
+from trt.jobs.stages import (Extracted, ImageTask, Outcome, backend_label, extract_image, failure_reason,
                              format_device_memory, match_features)
+from trt.validation import max_pixels, pixel_limit
 
 MAX_RESTARTS = 3  # times Ray restarts a dead actor (and retries its calls in flight)
 MAX_ATTEMPTS = 3  # actors a piece of work may be lost on (each for good) before it fails
 IN_FLIGHT = 2  # calls queued per actor, so that it never waits for the driver between two
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster address before calling it unreachable
 READY_TIMEOUT = 300.0  # seconds for the actors to be placed and to load the engine
+CHUNK = 16  # most pairs per actor call (a Ray call costs more than a local one); the matcher batches within it
 CHUNKS_PER_WORKER = 4  # a job is cut into at least this many matching calls per actor (load balance)
 
 

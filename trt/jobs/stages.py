@@ -21,7 +21,6 @@ from trt.features.base import Features
 from trt.jobs.pairs import PairEntry
 from trt.runtime.matcher import Matcher, MatchResult
 
-CHUNK = 16  # pairs per matching call: the matcher batches within it as the profiles allow (up to 4 by default)
 FEATURE_MEMORY = 2 << 30  # bytes of features a local job keeps in memory; more go to a spill folder
 
 
@@ -173,7 +172,9 @@ class LocalStages:
         self.store = FeatureStore(spill_parent, max_feature_bytes)
 
     def chunk_size(self, pairs: int) -> int:
-        return CHUNK
+        """The most pairs one engine call takes: each matching call is one batch, so the job's progress
+        moves as the pairs are matched."""
+        return max(profile.batch[2] for profile in self.matcher.runner.request_profiles)
 
     def extract(self, tasks: Sequence[ImageTask]) -> Iterator[Extracted]:
         for task in tasks:

@@ -23,9 +23,11 @@ class Outputs(Protocol):
     """Where a pairs job's results go. ``key`` names a pair's output (two pairs may not share one);
     ``done`` says whether a valid output of the pair is already there; ``write`` stores a result;
     ``close`` makes everything final (or, not ``complete``, leaves what a rerun resumes from);
-    ``read_all`` reads written pairs back. Writers that keep features (hloc) set ``needs_features``."""
+    ``read_all`` reads written pairs back; ``written`` counts the pairs this run wrote. Writers that
+    keep features (hloc) set ``needs_features``."""
 
     needs_features: bool
+    written: int
 
     def key(self, entry: PairEntry) -> str: ...
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from trt.cli import run
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
-from trt.sfm.pipeline import EXHAUSTIVE, SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
+from trt.jobs.pairs import EXHAUSTIVE
+from trt.sfm.pipeline import SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
 
 
 def parse_args(argv=None) -> argparse.Namespace:

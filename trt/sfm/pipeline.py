@@ -16,7 +16,6 @@ above (cameras and points) when matplotlib is installed.
 """
 
 import io
-import itertools
 import json
 import time
 from pathlib import Path
@@ -24,13 +23,11 @@ from typing import Optional
 
 import numpy as np
 
-from trt.errors import UserError
 from trt.fileio import write_bytes_atomic, write_text_atomic
 from trt.jobs.job import JobReport, prepare_output_dir, run_pairs_file
+from trt.jobs.pairs import EXHAUSTIVE, list_images, make_pairs, pairs_filename, write_pairs
 from trt.sfm import colmap
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
-EXHAUSTIVE = "exhaustive"
 # SfM keeps weaker matches than serving's 0.1 (verification drops the wrong ones; more matches make
 # longer tracks) and more keypoints than serving needs: with the nearest-neighbour weights these two
 # registered all ten Sacre-Coeur photos in every seeded run tried (README, "SfM").
@@ -38,26 +35,6 @@ SFM_THRESHOLD = 0.03
 SFM_KEYPOINTS = 4096
 SUMMARY_FILE = "summary.json"
 PICTURE_FILE = "reconstruction.png"
-
-
-def list_images(folder: Path) -> list[str]:
-    """Image files below ``folder`` (any depth, hidden ones skipped), as sorted POSIX paths relative to it."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"no image folder at {folder}")
-    names = sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-    if len(names) < 2:
-        raise UserError(f"{folder} holds {len(names)} image(s); a reconstruction needs at least two")
-    return names
-
-
-def write_exhaustive_pairs(names: list[str], path: Path) -> Path:
-    return write_text_atomic(path, "".join(f"{a} {b}\n" for a, b in itertools.combinations(names, 2)))
 
 
 def run_sfm(
@@ -81,7 +58,7 @@ def run_sfm(
     images, output = Path(images), prepare_output_dir(output)
     names = list_images(images)
     if pairs == EXHAUSTIVE:
-        pairs_file = write_exhaustive_pairs(names, output / "pairs-exhaustive.txt")
+        pairs_file = write_pairs(output / pairs_filename(EXHAUSTIVE, 0), make_pairs(names, EXHAUSTIVE))
     else:
         pairs_file = Path(pairs)
     database = output / "database.db"

@@ -43,7 +43,7 @@ endif
 ONNX   ?= weights/$(EXTRACTOR)_lightglue$(WEIGHTS_TAG).onnx
 OUT    ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 EXPORT_SOURCES := export.py $(wildcard trt/models/*.py trt/onnx/*.py) trt/contract.py trt/extractors.py
-BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py)
+BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py) trt/synthetic.py
 
 # The learned extractor's network, ONNX and engine (nothing for sift and doghardnet: OpenCV on the host).
 LEARNED_EXTRACTORS := aliked superpoint disk

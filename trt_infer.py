@@ -154,7 +154,7 @@ def format_timings(timings: dict) -> str:
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
     from trt.jobs.job import prepare_pair, run_pair
-    from trt.jobs.stages import backend_label, format_device_memory
+    from trt.runtime.outputs import backend_label, format_device_memory
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},

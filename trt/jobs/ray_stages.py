@@ -34,8 +34,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from trt.errors import UserError
 from trt.jobs.pairs import PairEntry
-from trt.jobs.stages import (Extracted, ImageTask, Outcome, backend_label, extract_image, failure_reason,
-                             format_device_memory, match_features)
+from trt.jobs.stages import Extracted, ImageTask, Outcome, extract_image, failure_reason, match_features
+from trt.runtime.outputs import backend_label, format_device_memory
 from trt.validation import max_pixels, pixel_limit
 
 MAX_RESTARTS = 3  # times Ray restarts a dead actor (and retries its calls in flight)

@@ -20,6 +20,7 @@ from trt.errors import UserError
 from trt.features.base import Features
 from trt.jobs.pairs import PairEntry
 from trt.runtime.matcher import Matcher, MatchResult
+from trt.runtime.outputs import backend_label, format_device_memory
 
 FEATURE_MEMORY = 2 << 30  # bytes of features a local job keeps in memory; more go to a spill folder
 
@@ -143,25 +144,6 @@ class FeatureStore:
         if self._spill_dir is not None:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
             self._spill_dir = None
-
-
-def backend_label(summary: dict) -> str:
-    """"openvino bf16", "onnxruntime", ...: the backend, and the precision where the backend chose one."""
-    return " ".join(filter(None, (summary["backend"], summary.get("runtime_precision"))))
-
-
-def format_device_memory(summary: dict) -> Optional[str]:
-    """Device memory each profile holds (TensorRT): activations and I/O buffers, the extractor engine's too;
-    None for other backends."""
-    mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
-    lines = []
-    for label, memory in (("", summary.get("device_memory")),
-                          ("extractor ", (summary.get("extractor_engine") or {}).get("device_memory"))):
-        if memory:
-            lines.append(f"{label}device memory: " + ", ".join(
-                f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} "
-                "buffers)" for name, m in memory.items()))
-    return "\n".join(lines) or None
 
 
 class LocalStages:

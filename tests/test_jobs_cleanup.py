@@ -160,7 +160,7 @@ def test_sequential_pairs_of_a_folder_on_the_command_line(nn_engine, photos, tmp
                    "--max-keypoints", KEYPOINTS)
     assert done.returncode == 0, done.stderr
     assert (out / "pairs-sequential-1.txt").read_text() == "a.jpg b.jpg\nb.jpg c.jpg\n"
-    assert sorted(p.name for p in out.glob("*.json")) == ["a.jpg__b.jpg.json", "b.jpg__c.jpg.json"]
+    assert sorted(p.name for p in out.glob("[!.]*.json")) == ["a.jpg__b.jpg.json", "b.jpg__c.jpg.json"]
     assert "2 pairs: 2 matched" in done.stdout
 
 

@@ -132,7 +132,7 @@ eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
-#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|sequential[:K]|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
 # (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
 PAIRS  ?= exhaustive

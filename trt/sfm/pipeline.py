@@ -2,8 +2,8 @@
 
 Steps, all in OUTPUT:
 
-1. pairs: every pair of images (``exhaustive``, written to ``pairs-exhaustive.txt``), or a pairs file
-   naming images below IMAGES;
+1. pairs: every pair of images (``exhaustive``, written to ``pairs-exhaustive.txt`` by the job), or a
+   pairs file naming images below IMAGES;
 2. the pairs job (``trt.jobs``, on Ray when asked): hloc's ``features.h5`` and ``matches.h5``;
 3. ``database.db``: cameras, images, keypoints and raw matches (``trt.jobs.colmap.write_database``);
 4. COLMAP's geometric verification and incremental mapping: ``sparse/0`` is the largest model;
@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 
 from trt.fileio import write_bytes_atomic, write_text_atomic
-from trt.jobs.job import JobReport, prepare_output_dir, run_pairs_file
-from trt.jobs.pairs import EXHAUSTIVE, list_images, make_pairs, pairs_filename, write_pairs
+from trt.jobs.job import JobReport, run_pairs_file
+from trt.jobs.pairs import EXHAUSTIVE, list_images, pairing, pairs_filename
 from trt.sfm import colmap
 
 # SfM keeps weaker matches than serving's 0.1 (verification drops the wrong ones; more matches make
@@ -51,25 +51,26 @@ def run_sfm(
     """Reconstruct the photos in ``images`` into ``output`` with our matcher (and COLMAP's SIFT when
     ``baseline``); print both side by side; return the summary written to ``summary.json``.
 
-    ``pairs``: "exhaustive" or a pairs file of image names below ``images``. ``seed``: COLMAP's random
+    ``pairs``: "exhaustive", "sequential[:K]" (``trt.jobs.pairs.pairing``) or a pairs file of image
+    names below ``images``. ``seed``: COLMAP's random
     seed, for repeatable runs. Failed pairs are left out of the reconstruction and raised at the end
     (``PairsFailed``), after everything else is written.
     """
-    images, output = Path(images), prepare_output_dir(output)
+    images, output = Path(images), Path(output)
     names = list_images(images)
-    if pairs == EXHAUSTIVE:
-        pairs_file = write_pairs(output / pairs_filename(EXHAUSTIVE, 0), make_pairs(names, EXHAUSTIVE))
-    else:
-        pairs_file = Path(pairs)
+    generated = pairing(pairs)
+    pairs_file = output / pairs_filename(*generated) if generated is not None else Path(pairs)
     database = output / "database.db"
 
     start = time.perf_counter()
     report: JobReport = run_pairs_file(
-        pairs_file, output, matcher_options, fmt="hloc", image_dir=images, ray=ray, workers=workers,
+        pairs, output, matcher_options, fmt="hloc", image_dir=images, ray=ray, workers=workers,
         colmap_db=database, progress=progress,
     )
     for line in report.lines():
         print(line)
+    if report.written + report.skipped == 0:
+        report.raise_for_failures()  # every pair failed: the job left nothing to reconstruct from
     colmap.verify(database, seed=seed)
     models = colmap.reconstruct(database, images, output / "sparse", seed=seed)
     ours = colmap.summarise(models[0] if models else None, len(names), time.perf_counter() - start)

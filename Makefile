@@ -43,7 +43,7 @@ endif
 ONNX   ?= weights/$(EXTRACTOR)_lightglue$(WEIGHTS_TAG).onnx
 OUT    ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 EXPORT_SOURCES := export.py $(wildcard trt/models/*.py trt/onnx/*.py) trt/contract.py trt/extractors.py
-BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py)
+BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py) trt/synthetic.py
 
 # The learned extractor's network, ONNX and engine (nothing for sift and doghardnet: OpenCV on the host).
 LEARNED_EXTRACTORS := aliked superpoint disk
@@ -132,7 +132,7 @@ eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
-#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|sequential[:K]|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
 # (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
 PAIRS  ?= exhaustive

@@ -4,18 +4,21 @@
     python trt_infer.py --engine weights/sift.engine img0.jpg img1.jpg --output matches.json --viz matches.png
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/
     python trt_infer.py --engine weights/sift.engine --pairs pairs.txt --output-dir matches/ --ray [ADDRESS]
+    python trt_infer.py --engine weights/sift.engine --pairs exhaustive --image-dir photos/ --output-dir matches/
     python trt_infer.py --engine weights/aliked_lightglue.engine img0.jpg img1.jpg   # + its extractor engine
 
 Images go through SIFT on the host, or through the learned extractor engine the matcher engine's
 manifest names (make engine EXTRACTOR=aliked builds both), on the same backend as the matcher.
 
 A pairs file has one "image0 image1" per line (paths relative to the pairs file's folder, or to
---image-dir; blank lines and lines starting with # are skipped); each pair's matches go to
+--image-dir; blank lines and lines starting with # are skipped). Instead of a file, --pairs exhaustive
+(every pair) or sequential[:K] (each image with the next K in name order, 10 by default: video frames)
+pairs the images of --image-dir, as hloc's pairs_from_exhaustive does. Each pair's matches go to
 OUTPUT_DIR/<image0>__<image1>.<format>, or with --format hloc into OUTPUT_DIR/features.h5 and
 matches.h5. Outputs are written atomically; a rerun skips the pairs already done. A bad pair is
-reported with its line and skipped: the job ends with exit status 3 when some pairs failed. See
-trt/runtime/jobs.py (pairs jobs), trt/runtime/distributed.py (Ray), trt/sfm/ (hloc, COLMAP),
-trt/runtime/outputs.py (file layout) and trt/runtime/matcher.py (the Python API).
+reported with its line and skipped: the job ends with exit status 3 when some pairs failed. A run
+that fails leaves no file or folder it created. See docs/jobs.md, trt/jobs/ (pairs jobs, Ray, hloc and
+COLMAP outputs), trt/runtime/outputs.py (file layout) and trt/runtime/matcher.py (the Python API).
 """
 
 import argparse
@@ -24,7 +27,10 @@ from pathlib import Path
 from trt.cli import run
 from trt.contract import DEFAULT_THRESHOLD
 from trt.engine.manifest import manifest_path
+from trt.errors import UserError
 from trt.extractors import EXTRACTORS
+from trt.fileio import CreatedPaths
+from trt.jobs.pairs import pairing
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
 from trt.runtime.openvino_session import PRECISIONS
 from trt.validation import (
@@ -74,17 +80,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
     parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
     parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
-    parser.add_argument("--pairs", type=path_arg, help="text file of image pairs, one 'image0 image1' per line")
+    parser.add_argument("--pairs", type=path_arg,
+                        help="text file of image pairs, one 'image0 image1' per line; or 'exhaustive' (every pair) or "
+                             "'sequential[:K]' (each image with the next K) of the images in --image-dir")
     parser.add_argument("--output-dir", type=path_arg, help="with --pairs: folder for one matches file per pair")
     parser.add_argument("--format", choices=("json", "npz", "hloc"), default="json",
                         help="with --pairs: one json/npz file per pair, or hloc's features.h5 and matches.h5")
-    parser.add_argument("--image-dir", type=path_arg, help="with --pairs: folder the pairs file's image paths are relative to")
+    parser.add_argument("--image-dir", type=path_arg,
+                        help="with --pairs: folder the pairs file's image paths are relative to, or the images to pair")
     parser.add_argument("--overwrite", action="store_true", help="with --pairs: redo pairs whose output exists")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                         help="with --pairs: match on Ray actors; a local Ray instance, or the cluster at ADDRESS")
     parser.add_argument("--workers", type=int, help="with --ray: matcher actors (default: one per GPU, else per node)")
     parser.add_argument("--colmap-db", type=path_arg, help="with --pairs: also write a COLMAP database of the matches")
     args = parser.parse_args(argv)
+    folder = next((path for path in args.images if path.is_dir()), None)
+    if folder is not None:
+        parser.error(f"{folder} is a folder: to match its images, give --pairs exhaustive (every pair) or "
+                     f"--pairs sequential[:K] (each with the next K) with --image-dir {folder} --output-dir DIR")
     if args.pairs is None:
         if len(args.images) != 2:
             parser.error("give two images, or --pairs FILE --output-dir DIR")
@@ -97,6 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--pairs needs --output-dir")
         if args.output is not None or args.viz is not None:
             parser.error("--output and --viz are for one pair; with --pairs use --output-dir")
+    try:
+        generated = args.pairs is not None and pairing(args.pairs)
+    except UserError as error:
+        parser.error(f"--pairs {error}")
+    if generated and args.image_dir is None:
+        parser.error(f"--pairs {args.pairs} pairs the images of a folder: give it with --image-dir FOLDER")
     pairs_only = [flag for flag, value in (("--image-dir", args.image_dir), ("--overwrite", args.overwrite),
                   ("--ray", args.ray), ("--workers", args.workers), ("--colmap-db", args.colmap_db)) if value]
     if args.pairs is None and pairs_only:
@@ -134,7 +153,8 @@ def format_timings(timings: dict) -> str:
 
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
-    from trt.runtime.jobs import backend_label, format_device_memory, prepare_pair, run_pair
+    from trt.jobs.job import prepare_pair, run_pair
+    from trt.runtime.outputs import backend_label, format_device_memory
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -143,9 +163,11 @@ def match_one(args) -> list[Path]:
          "--extractor-engine": args.extractor_engine, "--extractor-onnx": args.extractor_onnx,
          "the extractor engine's manifest": args.extractor_engine and manifest_path(args.extractor_engine)},
     )
-    job = prepare_pair(*args.images, output=args.output, viz=args.viz)
-    with make_matcher(args) as matcher:
-        result, written = run_pair(matcher, job)
+    with CreatedPaths() as created:  # a failure leaves no folder made for --output or --viz
+        job = prepare_pair(*args.images, output=created.track(args.output) if args.output else None,
+                           viz=created.track(args.viz) if args.viz else None)
+        with make_matcher(args) as matcher:
+            result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
     print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
@@ -160,7 +182,7 @@ def match_one(args) -> list[Path]:
 
 def match_pairs(args):
     """Match every pair of --pairs into --output-dir; print the summary; return the job's report."""
-    from trt.runtime.jobs import run_pairs_file
+    from trt.jobs.job import run_pairs_file
 
     report = run_pairs_file(
         args.pairs, args.output_dir, matcher_options(args), fmt=args.format, image_dir=args.image_dir,

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from trt.engine.gate import synthetic_features
+from trt.synthetic import synthetic_features
 from trt.evaluation.bench import kornia_reference
 from trt.extractors import Extractor
 from trt.features.base import Features
@@ -40,5 +40,5 @@ def kornia_match(matcher, f0: Features, f1: Features) -> dict[str, np.ndarray]:
 
 def random_features(extractor: Extractor, n: int, size: tuple[float, float], rng: np.random.Generator,
                     like: Features | None = None) -> Features:
-    """Random-but-valid features of ``extractor``'s layout (see ``trt.engine.gate.synthetic_features``)."""
+    """Random-but-valid features of ``extractor``'s layout (see ``trt.synthetic.synthetic_features``)."""
     return synthetic_features(extractor.descriptor_dim, extractor.scale_ori, n, size, rng, like)

@@ -1,4 +1,4 @@
-"""Pairs jobs on Ray (trt/runtime/distributed.py): the same matches as one process, each pair written
+"""Pairs jobs on Ray (trt/jobs/ray_stages.py): the same matches as one process, each pair written
 exactly once when a worker is killed mid-run, one clear message for an unreachable cluster.
 
 Ray starts in seconds, not milliseconds: one local instance (2 CPUs, no dashboard, a small object
@@ -17,7 +17,9 @@ import pytest
 from test_pairs_jobs import KEYPOINTS, leftovers, match_cli, nn_engine, pairs_file, photos  # noqa: F401 - fixtures
 from test_trt_infer import error_line
 
-from trt.runtime import jobs
+from trt.jobs.job import prepare_output_dir, run_pairs_job
+from trt.jobs.pairs import read_pairs
+from trt.jobs.writers import PairFiles
 
 ray = pytest.importorskip("ray")
 
@@ -63,10 +65,10 @@ def test_ray_workers_give_the_matches_of_one_process(nn_engine, photos, tmp_path
 def test_a_killed_worker_loses_no_pair_and_writes_none_twice(nn_engine, photos, tmp_path, local_ray):  # noqa: F811
     """SIGKILL one actor's process while it holds work: Ray restarts it and retries its calls; the job
     ends with every pair written exactly once and no partial file."""
-    from trt.runtime.distributed import RayStages
+    from trt.jobs.ray_stages import RayStages
 
-    out = jobs.prepare_output_dir(tmp_path / "out")
-    outputs = jobs.PairFiles(out, "json", threshold=0)
+    out = prepare_output_dir(tmp_path / "out")
+    outputs = PairFiles(out, "json", threshold=0)
     writes = Counter()
     write = outputs.write
     outputs.write = lambda entry, result: writes.update([outputs.key(entry)]) or write(entry, result)
@@ -79,7 +81,7 @@ def test_a_killed_worker_loses_no_pair_and_writes_none_twice(nn_engine, photos, 
 
     options = dict(engine=nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0)
     with RayStages(options, workers=2) as stages:
-        report = jobs.run_pairs_job(jobs.read_pairs(pairs_file(tmp_path, *EXHAUSTIVE), photos), outputs, stages,
+        report = run_pairs_job(read_pairs(pairs_file(tmp_path, *EXHAUSTIVE), photos), outputs, stages,
                                     progress=False, on_chunk=kill_a_busy_worker)
         restarted = [ray.get(actor.ready.remote())["pid"] for actor in stages.actors]
     assert killed and killed[0] not in restarted  # the actor came back as a new process
@@ -91,14 +93,14 @@ def test_a_killed_worker_loses_no_pair_and_writes_none_twice(nn_engine, photos, 
 def test_workers_read_images_under_the_jobs_pixel_limit(nn_engine, photos, tmp_path, local_ray):  # noqa: F811
     """``pixel_limit`` (--max-pixels) reaches the actors, in other processes: a limit below the photos'
     size fails their pairs there, as in one process."""
-    from trt.runtime.distributed import RayStages
+    from trt.jobs.ray_stages import RayStages
     from trt.validation import pixel_limit
 
-    out = jobs.prepare_output_dir(tmp_path / "out")
+    out = prepare_output_dir(tmp_path / "out")
     options = dict(engine=nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0)
     with pixel_limit(100_000), RayStages(options, workers=1) as stages:  # the half-size photos: 400x320 = 128000
-        report = jobs.run_pairs_job(jobs.read_pairs(pairs_file(tmp_path, "a.jpg b.jpg"), photos),
-                                    jobs.PairFiles(out, "json", threshold=0), stages, progress=False)
+        report = run_pairs_job(read_pairs(pairs_file(tmp_path, "a.jpg b.jpg"), photos),
+                                    PairFiles(out, "json", threshold=0), stages, progress=False)
     assert (report.written, report.failed) == (0, 1)
     assert "more than the limit of 100000 pixels" in report.failures[0][1]
 
@@ -116,7 +118,7 @@ def test_unreachable_ray_address_is_one_message(nn_engine, photos, tmp_path):  #
 
 
 def test_worker_plan():
-    from trt.runtime.distributed import plan_workers
+    from trt.jobs.ray_stages import plan_workers
 
     assert plan_workers({"CPU": 16}, [{"CPU": 8}, {"CPU": 8}], None, "auto") == (2, {"num_cpus": 8}, 8)
     assert plan_workers({"CPU": 24}, [{"CPU": 8}, {"CPU": 16}], 2, "auto") == (2, {"num_cpus": 8}, 8)

@@ -149,7 +149,7 @@ def test_official_aliked_checkpoints_load_strictly(name, data_dir):
     module = make_module(network, 64, 0.2, 2)
     source = load_network_checkpoint(module, network, data_dir / "aliked" / f"{name}.pth")
     assert source.kind == "official" and source.description == f"sha256:{network.weights_sha256}"
-    from trt.engine.gate import synthetic_image
+    from trt.synthetic import synthetic_image
 
     image, region = batch_images([to_channels(synthetic_image(96, 128, np.random.default_rng(0)), 3)], 32,
                                  network.padding)

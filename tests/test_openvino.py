@@ -194,7 +194,7 @@ def test_throughput_mode_splits_batches_across_streams_with_the_same_result(stan
 
 
 def write_gate_record(onnx_path: Path, passed: bool = True, **changes) -> Path:
-    """A gate record as trt.evaluation.bf16_gate writes it (its real writer runs in the gate test below)."""
+    """A gate record as trt.evaluation.bf16_record writes it (its real writer runs in the gate test below)."""
     record = {"gate": "bf16", "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path), "policy": BF16_POLICY,
               "preset": GATE_PRESET, "passed": passed, "summary": "test figures", **changes}
     path = bf16_gate_path(onnx_path)
@@ -278,7 +278,8 @@ def test_mixed_bf16_runs_the_transformer_in_bf16_and_the_rest_in_f32(sift_sharp_
 @needs_bf16
 def test_bf16_gate_on_real_pairs(sift_sharp_onnx, data_dir, tmp_path):
     """The CI-sized gate ("ci" preset: 4 pairs, 1024 keypoints) with its real writer and reader."""
-    from trt.evaluation.bf16_gate import MIN_IOU, run_gate, write_record
+    from trt.evaluation.bf16_gate import run_gate
+    from trt.evaluation.bf16_record import MIN_IOU, write_record
     from trt.evaluation.datasets import get_preset
 
     model = tmp_path / "sharp.onnx"

@@ -1,4 +1,4 @@
-"""Pairs jobs (trt/runtime/jobs.py) in one process: features once per image, resuming, bad pairs reported
+"""Pairs jobs (trt/jobs/) in one process: features once per image, resuming, bad pairs reported
 with their line while the job goes on, unique output names, hloc's h5 layout, the COLMAP database.
 
 Real engines (tensorrt-rtx, served through the ONNX Runtime fallback) on small copies of HPatches images.
@@ -15,7 +15,10 @@ import pytest
 from test_trt_infer import GRAFFITI, build, error_line, run_cli
 
 from trt.errors import PairsFailed, UserError
-from trt.runtime import jobs
+from trt.jobs.job import JobReport, prepare_output_dir, run_pairs_job
+from trt.jobs.pairs import check_unique_outputs, read_pairs, require_relative_names
+from trt.jobs.stages import LocalStages
+from trt.jobs.writers import PairFiles, output_key
 from trt.runtime.matcher import Matcher
 
 KEYPOINTS = "256"
@@ -68,9 +71,9 @@ def test_each_image_is_extracted_once_and_a_rerun_resumes(nn_engine, photos, tmp
         extracted = []
         extract = matcher.extract
         matcher.extract = lambda image: extracted.append(image) or extract(image)
-        stages = jobs.LocalStages(matcher, spill_parent=out, max_feature_bytes=1)  # spill all but one image
-        outputs = jobs.PairFiles(jobs.prepare_output_dir(out), "npz", threshold=0)
-        report = jobs.run_pairs_job(jobs.read_pairs(pairs, photos), outputs, stages, progress=False)
+        stages = LocalStages(matcher, spill_parent=out, max_feature_bytes=1)  # spill all but one image
+        outputs = PairFiles(prepare_output_dir(out), "npz", threshold=0)
+        report = run_pairs_job(read_pairs(pairs, photos), outputs, stages, progress=False)
         stages.close()
         assert len(extracted) == 4 and report.images == 4
         direct = matcher.match(photos / "a.jpg", photos / "b.jpg")
@@ -153,14 +156,14 @@ def test_a_bad_pairs_file_is_refused_before_any_work(nn_engine, photos, tmp_path
 
 
 def test_hloc_names_that_collide_are_refused(photos, tmp_path):
-    pairs = jobs.read_pairs(pairs_file(tmp_path, "sub/a.jpg b.jpg", "sub-a.jpg b.jpg"), image_dir=photos)
+    pairs = read_pairs(pairs_file(tmp_path, "sub/a.jpg b.jpg", "sub-a.jpg b.jpg"), image_dir=photos)
     with pytest.raises(UserError, match=":2 .* would both write sub-a.jpg/b.jpg"):
-        jobs.check_unique_outputs(pairs, jobs.output_key("hloc"))
+        check_unique_outputs(pairs, output_key("hloc"))
 
 
 def test_a_repeated_pair_is_matched_once(photos, tmp_path):
     with pytest.warns(UserWarning, match=r"pairs.txt:3 repeats the pair of line 1: .*matched once"):
-        pairs = jobs.read_pairs(pairs_file(tmp_path, "a.jpg b.jpg", "b.jpg a.jpg", "./a.jpg b.jpg"), image_dir=photos)
+        pairs = read_pairs(pairs_file(tmp_path, "a.jpg b.jpg", "b.jpg a.jpg", "./a.jpg b.jpg"), image_dir=photos)
     assert [(e.line, e.names) for e in pairs.entries] == [(1, ("a.jpg", "b.jpg")), (2, ("b.jpg", "a.jpg"))]
 
 
@@ -211,10 +214,10 @@ def test_hloc_files_and_colmap_database(nn_engine, photos, tmp_path):
     """features.h5 / matches.h5 in hloc's layout (read with h5py as hloc's readers do), the same
     matches as the json output, and a COLMAP database with the right images, keypoints and matches."""
     h5py = pytest.importorskip("h5py")
-    from trt.sfm.colmap import import_pycolmap
+    from trt.jobs.colmap import import_pycolmap
 
     pycolmap = import_pycolmap()  # after the system zlib, not pytest.importorskip (see its docstring)
-    from trt.sfm.hloc import names_to_pair
+    from trt.jobs.hloc import names_to_pair
 
     pairs = pairs_file(tmp_path, "a.jpg b.jpg", "sub/a.jpg c.jpg", "b.jpg c.jpg")
     common = ("--image-dir", photos)
@@ -277,13 +280,13 @@ def matches_keys(path: Path) -> set[str]:
 
 
 def test_colmap_needs_names_below_the_image_folder(tmp_path, photos):
-    pairs = jobs.read_pairs(pairs_file(tmp_path, f"{photos}/a.jpg {photos}/b.jpg"))
+    pairs = read_pairs(pairs_file(tmp_path, f"{photos}/a.jpg {photos}/b.jpg"))
     with pytest.raises(UserError, match="COLMAP names images by their path below the image folder"):
-        jobs.require_relative_names(pairs, "COLMAP")
+        require_relative_names(pairs, "COLMAP")
 
 
 def test_failures_raise_with_exit_status_3():
-    report = jobs.JobReport(pairs=5, written=3, failures=[("p.txt:2", "no image at x.jpg"), ("p.txt:4", "bad")])
+    report = JobReport(pairs=5, written=3, failures=[("p.txt:2", "no image at x.jpg"), ("p.txt:4", "bad")])
     with pytest.raises(PairsFailed, match=r"2 of 5 pairs failed \(listed above; first p.txt:2: no image at x.jpg\)") as error:
         report.raise_for_failures()
     assert error.value.exit_status == 3
@@ -296,10 +299,10 @@ def test_pairs_jobs_ray_and_sfm_import_no_torch():
 
     driver = (
         "import importlib.util, sys\n"
-        "import trt.runtime.distributed, trt.sfm.pipeline, trt.sfm.hloc\n"
+        "import trt.jobs.ray_stages, trt.sfm.pipeline, trt.jobs.hloc\n"
         "if importlib.util.find_spec('ray'):\n"
         "    import ray\n"
-        "from trt.sfm.colmap import import_pycolmap\n"
+        "from trt.jobs.colmap import import_pycolmap\n"
         "import_pycolmap()\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'tensorrt', 'tensorrt_rtx')"
         " or m.startswith(('trt.onnx', 'trt.models'))]\n"

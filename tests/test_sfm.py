@@ -13,7 +13,7 @@ import pytest
 from conftest import profile_toml
 from test_make import make
 
-# Not imported here: pycolmap must load after the system zlib (trt.sfm.colmap.import_pycolmap).
+# Not imported here: pycolmap must load after the system zlib (trt.jobs.colmap.import_pycolmap).
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pycolmap") is None or importlib.util.find_spec("h5py") is None,
     reason="make sfm needs the sfm extra (pycolmap, h5py)",
@@ -42,7 +42,7 @@ def test_make_sfm_registers_every_sacre_coeur_photo(sift_nn_onnx, data_dir, tmp_
     assert summary["pairs"] == 45 and summary["database"]["images"] == 10
     assert summary["database"]["matched_pairs"] == 45 and summary["database"]["verified_pairs"] > 0
 
-    from trt.sfm.colmap import import_pycolmap
+    from trt.jobs.colmap import import_pycolmap
 
     model = import_pycolmap().Reconstruction(out / "sparse" / "0")
     assert model.num_reg_images() == 10 and model.num_points3D() == ours["points3D"]

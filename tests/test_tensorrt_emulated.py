@@ -30,7 +30,7 @@ from trt.engine.manifest import load_manifest, manifest_path
 from trt.errors import ContractError, EngineError, UserError
 from trt.features.base import pack_pairs
 from trt.runtime import tensorrt_session as trs
-from trt.runtime.jobs import JOB_FILE
+from trt.jobs.job import JOB_FILE
 from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 

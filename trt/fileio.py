@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -65,3 +66,59 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: file.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class CreatedPaths:
+    """What a command creates, removed again when it fails, so that a failed run leaves the file system
+    as it found it (what existed stays untouched).
+
+    ``track(path)`` before ``path`` is created notes the top-most of it and its missing parent folders
+    (what ``mkdir(parents=True)`` would make); ``track_folder(folder)`` tracks a folder that may exist:
+    a new one whole, an existing one by the entries added to it. Used as a context manager, every
+    tracked path is removed when the block raises, except what ``keep`` said holds valid outputs;
+    ``remove()`` removes them at once (a run that ends with nothing valid to show).
+    """
+
+    def __init__(self):
+        self.created: list[Path] = []
+        self.folders: dict[Path, set[str]] = {}  # existing folders tracked, and the entries they had
+
+    def track(self, path: Path) -> Path:
+        path = Path(path)
+        top = Path(os.path.abspath(path))
+        if not os.path.lexists(top):
+            while not os.path.lexists(top.parent):
+                top = top.parent
+            if top not in self.created:
+                self.created.append(top)
+        return path
+
+    def track_folder(self, folder: Path) -> Path:
+        if not os.path.isdir(folder):
+            return self.track(folder)
+        self.folders.setdefault(Path(os.path.abspath(folder)), set(os.listdir(folder)))
+        return Path(folder)
+
+    def keep(self, path: Path) -> None:
+        """Keep ``path`` whatever happens: tracked paths that are it, hold it or lie inside it."""
+        path = Path(os.path.abspath(path))
+        related = lambda p: p == path or p in path.parents or path in p.parents  # noqa: E731
+        self.created = [p for p in self.created if not related(p)]
+        self.folders = {folder: entries for folder, entries in self.folders.items() if not related(folder)}
+
+    def remove(self) -> None:
+        added = [folder / name for folder, entries in self.folders.items() if os.path.isdir(folder)
+                 for name in set(os.listdir(folder)) - entries]
+        for path in added + self.created[::-1]:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        self.created, self.folders = [], {}
+
+    def __enter__(self) -> "CreatedPaths":
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        if error_type is not None:
+            self.remove()

@@ -14,7 +14,7 @@ The pairs are synthetic and seeded (keypoints in a 640×480 image, unit descript
 jittered subset of the first), so the gate needs no images and gives the same figures every time.
 
 An extractor graph (trt/extractor_contract.py) is gated on two seeded synthetic scenes
-(``synthetic_image``) of different sizes in one batch: the share of FP32 keypoints that the FP16 graph
+(``trt.synthetic.synthetic_image``) of different sizes in one batch: the share of FP32 keypoints that the FP16 graph
 finds again within ``EXTRACTOR_RADIUS_PX``, and the cosine of the descriptors of those pairs.
 """
 
@@ -26,6 +26,7 @@ import numpy as np
 from trt.contract import DEFAULT_THRESHOLD
 from trt.errors import BuildError
 from trt.features.base import Features, pack_pairs
+from trt.synthetic import synthetic_features
 
 MIN_IOU = 0.95
 GATE_THRESHOLD = DEFAULT_THRESHOLD
@@ -38,53 +39,6 @@ EXTRACTOR_GATE_IMAGES = ((384, 512), (288, 224))
 EXTRACTOR_RADIUS_PX = 1.0
 MIN_KEYPOINT_RECALL = 0.95
 MIN_MEAN_COSINE = 0.99
-
-
-def synthetic_features(descriptor_dim: int, scale_ori: bool, n: int, size: tuple[float, float],
-                       rng: np.random.Generator, like: Features | None = None) -> Features:
-    """Random-but-valid features; with ``like``, a jittered copy of a subset of it, so the pair matches."""
-    if like is None:
-        keypoints = rng.random((n, 2)) * (np.array(size) - 1)
-        descriptors = rng.random((n, descriptor_dim))
-        scales = rng.random(n) * 10 + 1
-        oris = (rng.random(n) * 2 - 1) * np.pi
-    else:
-        pick = rng.permutation(len(like))[:n]
-        keypoints = np.clip(like.keypoints[pick] + rng.normal(0, 0.2, (n, 2)), 0, np.array(size) - 1)
-        descriptors = like.descriptors[pick] + rng.normal(0, 0.01, (n, descriptor_dim))
-        scales = like.scales[pick] if like.scales is not None else rng.random(n) * 10 + 1
-        oris = like.oris[pick] if like.oris is not None else rng.random(n)
-    descriptors = descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
-    return Features(
-        keypoints.astype(np.float32), descriptors.astype(np.float32), (float(size[0]), float(size[1])),
-        scores=rng.random(n).astype(np.float32),
-        scales=scales.astype(np.float32) if scale_ori else None,
-        oris=oris.astype(np.float32) if scale_ori else None,
-    )
-
-
-def synthetic_image(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A seeded uint8 RGB (H, W, 3) scene of overlapping polygons and ellipses on a shaded background,
-    lightly blurred, with fine noise: corners, edges and blobs at many scales, for extractor checks that
-    need no image files."""
-    import cv2
-
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    background = 60 + 80 * (x / width) + 40 * np.sin(y / max(height, 1) * 3 * np.pi)
-    image = np.repeat(background[..., None], 3, axis=2).astype(np.uint8)
-    scale = min(height, width)
-    for _ in range(160):
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if rng.random() < 0.5:
-            centre = rng.random(2) * (width, height)
-            points = centre + (rng.random((int(rng.integers(3, 7)), 2)) - 0.5) * scale * rng.uniform(0.05, 0.3)
-            cv2.fillPoly(image, [points.astype(np.int32)], color)
-        else:
-            centre = tuple(int(v) for v in rng.random(2) * (width, height))
-            axes = tuple(int(v) for v in rng.uniform(0.01, 0.08, 2) * scale)
-            cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
-    image = cv2.GaussianBlur(image, (3, 3), 0.8)
-    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
 
 def gate_pairs(descriptor_dim: int, scale_ori: bool) -> list[tuple[Features, Features]]:

@@ -404,7 +404,8 @@ def bench_bf16_gate(onnx_path: Path, conf: dict, data_dir: Path, threads: int, n
     """The bf16 gate's record for the bench's model: the full gate's record beside it when there is one,
     else a fresh run on the preset's ``gate_preset`` (written beside the model when that is the full
     gate). None where bf16 cannot run here."""
-    from trt.evaluation.bf16_gate import run_gate, write_record
+    from trt.evaluation.bf16_gate import run_gate
+    from trt.evaluation.bf16_record import write_record
     from trt.evaluation.datasets import get_preset
     from trt.runtime.cpu import cpu_info
     from trt.runtime.openvino_session import GATE_PRESET, bf16_gate_record, openvino_unavailable

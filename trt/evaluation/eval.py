@@ -10,7 +10,7 @@ on ONNX Runtime through ``Matcher``, and as TensorRT engines where a CUDA GPU, T
 exist. Exports and engines are cached in ``models_dir`` and reused. Features are extracted once per
 image and extractor (the preset's ``max_num_keypoints`` and ``resize``), so every run of an extractor
 matches the same features: SIFT on the host, a learned extractor as its FP32 ONNX (the official
-checkpoint, from ``weights/`` or the shared data) on ONNX Runtime through ``trt.features.learned``.
+checkpoint, from ``weights/`` or the shared data) on ONNX Runtime through ``trt.runtime.learned_extractor``.
 
 Metrics (``trt.evaluation.metrics``), per dataset:
 
@@ -170,7 +170,7 @@ def extract_all(datasets: list[Dataset], preset: dict, extractor: str = "sift", 
 
         sift = SIFT(max_num_keypoints=preset["max_num_keypoints"], resize=preset["resize"])
         return {path: sift(read_image(path)) for path in paths}, {"extractor": "sift", "front_end": "OpenCV SIFT"}
-    from trt.features.learned import LearnedExtractor
+    from trt.runtime.learned_extractor import LearnedExtractor
     from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 
     network = get_network(extractor)
@@ -231,7 +231,7 @@ def bf16_gates(results: dict, datasets: list[Dataset], preset: dict, models_dir:
     On the full ("standard") preset each record is also written beside its model, where OpenVINO's
     precision "auto" finds it.
     """
-    from trt.evaluation.bf16_gate import gate_record, write_record
+    from trt.evaluation.bf16_record import gate_record, write_record
     from trt.runtime.openvino_session import GATE_PRESET
 
     gates = []

@@ -15,7 +15,7 @@ checkpoint can be downloaded offline; latency does not depend on the values, as 
 * ``kornia-reference``: ``kornia.feature.ALIKED`` / ``kornia.feature.DISK`` with the same weights, K,
   threshold and NMS (kornia has no SuperPoint: its rows compare with ``torch-ours``).
 
-Each request is one image of the size (a seeded synthetic scene, ``trt.engine.gate.synthetic_image``,
+Each request is one image of the size (a seeded synthetic scene, ``trt.synthetic.synthetic_image``,
 already a multiple of every stride), batch 1: the network with detection, not the front-end's resize.
 Timing follows ``trt.evaluation.bench``: warm-up calls, then rounds in a rotating order until
 ``min_runs`` and the time budget are reached; p50/p90/p99 per backend, and each one's ratio to the
@@ -154,7 +154,7 @@ def onnx_backends(onnx_path: Path, threads: int, precisions, notes: list[str], o
 
 def bench_network(network: ExtractorNetwork, backends: list[Backend], conf: dict) -> list[dict]:
     """One row per (size, backend): latency summary and ratio to the reference."""
-    from trt.engine.gate import synthetic_image
+    from trt.synthetic import synthetic_image
     from trt.features.padding import batch_images, to_channels
 
     rows = []

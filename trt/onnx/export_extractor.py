@@ -3,7 +3,7 @@ contract (trt/extractor_contract.py), through the matcher's pipeline (trt/onnx/e
 exporter at opset 17 → checker → symbolic shape inference → graph-surgeon clean-up → TensorRT op lint →
 numerical check against the torch module at sizes other than the trace sizes → atomic write.
 
-The check runs seeded synthetic scenes (``trt.engine.gate.synthetic_image``) through ONNX Runtime and
+The check runs seeded synthetic scenes (``trt.synthetic.synthetic_image``) through ONNX Runtime and
 the torch module, in batches whose images have different sizes, and compares the keypoints, scores
 and descriptors (``compare_features``): the graph's detection must agree with the module's, not only
 its dense maps.
@@ -90,7 +90,7 @@ def compare_features(expected: dict, actual: dict, where: str, radius: float = C
 def example_inputs(network: ExtractorNetwork, size: tuple[int, int], image_sizes: list[tuple[int, int]],
                    seed: int = 0) -> dict[str, np.ndarray]:
     """Synthetic scenes of ``image_sizes`` (height, width), padded by the front-end into one ``size`` batch."""
-    from trt.engine.gate import synthetic_image
+    from trt.synthetic import synthetic_image
     from trt.features.padding import batch_images, to_channels
 
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ strongest (with a warning, or a ContractError when ``on_overflow="error"``).
 
 Images go through SIFT on the host (SIFT engines), or through a learned extractor (ALIKED, SuperPoint,
 DISK) on a second runner of the same backend: the extractor engine the matcher's manifest names
-(``build_engine.py --extractor-engine``), or its source ONNX (``trt.features.learned``).
+(``build_engine.py --extractor-engine``), or its source ONNX (``trt.runtime.learned_extractor``).
 """
 
 import sys
@@ -120,7 +120,7 @@ class Matcher:
     strongest, with a warning) or "error" when an image has more keypoints than any profile holds.
     ``extractor``: the feature type's name when the model does not record it, or a callable front-end
     (image -> Features) to use instead of the default. ``extractor_runner``: a learned extractor's runner
-    (its engine or ONNX, ``trt.features.learned``), which must make the features the matcher takes;
+    (its engine or ONNX, ``trt.runtime.learned_extractor``), which must make the features the matcher takes;
     without one, images are supported for "sift" only. ``resize``: long side of the image the front-end
     runs on (None: the original size); it keeps ``max_num_keypoints`` keypoints, by default what the
     profiles hold, and no more than 4096 (SIFT) or the extractor's K.
@@ -246,7 +246,7 @@ class Matcher:
 
     def _learned_front_end(self, extractor_runner: Runner, recorded: Optional[str]):
         """The learned extractor images go through, checked against the matcher: its features and D."""
-        from trt.features.learned import LearnedExtractor
+        from trt.runtime.learned_extractor import LearnedExtractor
 
         front_end = LearnedExtractor(extractor_runner, self.resize)
         made = front_end.contract

@@ -189,3 +189,25 @@ def read_matches(path: Path) -> dict:
         "matches": matches,
         "scores": scores,
     }
+
+
+# -- the engine summary, as command lines print it ----------------------------------------------------------
+
+
+def backend_label(summary: dict) -> str:
+    """"openvino bf16", "onnxruntime", ...: the backend, and the precision where the backend chose one."""
+    return " ".join(filter(None, (summary["backend"], summary.get("runtime_precision"))))
+
+
+def format_device_memory(summary: dict) -> Optional[str]:
+    """Device memory each profile holds (TensorRT): activations and I/O buffers, the extractor engine's too;
+    None for other backends."""
+    mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
+    lines = []
+    for label, memory in (("", summary.get("device_memory")),
+                          ("extractor ", (summary.get("extractor_engine") or {}).get("device_memory"))):
+        if memory:
+            lines.append(f"{label}device memory: " + ", ".join(
+                f"{name} {mib(m['activation'] + m['io'])} MiB ({mib(m['activation'])} activations + {mib(m['io'])} "
+                "buffers)" for name, m in memory.items()))
+    return "\n".join(lines) or None

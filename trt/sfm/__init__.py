@@ -1,4 +1,5 @@
-"""SfM outputs of pairs jobs: hloc's h5 files, COLMAP databases and reconstructions, and ``make sfm``.
+"""``make sfm``: COLMAP reconstructions from the outputs of a pairs job (``trt.jobs``: hloc's h5 files and
+a COLMAP database), beside COLMAP's own SIFT.
 
 Needs the ``sfm`` extra (h5py, pycolmap); the serving install does not.
 """

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from trt.cli import run
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
-from trt.sfm.pipeline import EXHAUSTIVE, SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
+from trt.jobs.pairs import EXHAUSTIVE
+from trt.sfm.pipeline import SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,7 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--onnx", type=Path, help="the engine's source ONNX, if not where its manifest says")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--pairs", default=EXHAUSTIVE,
-                        help="'exhaustive' (every pair) or a pairs file of image paths below --images")
+                        help="'exhaustive' (every pair), 'sequential[:K]' (each image with the next K) or a pairs file "
+                             "of image paths below --images")
     parser.add_argument("--threshold", type=float, default=SFM_THRESHOLD,
                         help=f"match score threshold (default {SFM_THRESHOLD}: verification drops the wrong matches)")
     parser.add_argument("--max-keypoints", type=int, default=SFM_KEYPOINTS, help="keypoints per image")

@@ -2,10 +2,10 @@
 
 Steps, all in OUTPUT:
 
-1. pairs: every pair of images (``exhaustive``, written to ``pairs-exhaustive.txt``), or a pairs file
-   naming images below IMAGES;
-2. the pairs job (``trt.runtime.jobs``, on Ray when asked): hloc's ``features.h5`` and ``matches.h5``;
-3. ``database.db``: cameras, images, keypoints and raw matches (``trt.sfm.colmap.write_database``);
+1. pairs: every pair of images (``exhaustive``, written to ``pairs-exhaustive.txt`` by the job), or a
+   pairs file naming images below IMAGES;
+2. the pairs job (``trt.jobs``, on Ray when asked): hloc's ``features.h5`` and ``matches.h5``;
+3. ``database.db``: cameras, images, keypoints and raw matches (``trt.jobs.colmap.write_database``);
 4. COLMAP's geometric verification and incremental mapping: ``sparse/0`` is the largest model;
 5. the baseline, unless skipped: COLMAP's SIFT extraction and matching of the same pairs, and the same
    mapping, in ``colmap-sift/`` (``database.db``, ``sparse/0``).
@@ -16,7 +16,6 @@ above (cameras and points) when matplotlib is installed.
 """
 
 import io
-import itertools
 import json
 import time
 from pathlib import Path
@@ -24,13 +23,11 @@ from typing import Optional
 
 import numpy as np
 
-from trt.errors import UserError
 from trt.fileio import write_bytes_atomic, write_text_atomic
-from trt.runtime.jobs import JobReport, prepare_output_dir, run_pairs_file
+from trt.jobs.job import JobReport, run_pairs_file
+from trt.jobs.pairs import EXHAUSTIVE, list_images, pairing, pairs_filename
 from trt.sfm import colmap
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
-EXHAUSTIVE = "exhaustive"
 # SfM keeps weaker matches than serving's 0.1 (verification drops the wrong ones; more matches make
 # longer tracks) and more keypoints than serving needs: with the nearest-neighbour weights these two
 # registered all ten Sacre-Coeur photos in every seeded run tried (README, "SfM").
@@ -38,26 +35,6 @@ SFM_THRESHOLD = 0.03
 SFM_KEYPOINTS = 4096
 SUMMARY_FILE = "summary.json"
 PICTURE_FILE = "reconstruction.png"
-
-
-def list_images(folder: Path) -> list[str]:
-    """Image files below ``folder`` (any depth, hidden ones skipped), as sorted POSIX paths relative to it."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"no image folder at {folder}")
-    names = sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-    if len(names) < 2:
-        raise UserError(f"{folder} holds {len(names)} image(s); a reconstruction needs at least two")
-    return names
-
-
-def write_exhaustive_pairs(names: list[str], path: Path) -> Path:
-    return write_text_atomic(path, "".join(f"{a} {b}\n" for a, b in itertools.combinations(names, 2)))
 
 
 def run_sfm(
@@ -74,25 +51,26 @@ def run_sfm(
     """Reconstruct the photos in ``images`` into ``output`` with our matcher (and COLMAP's SIFT when
     ``baseline``); print both side by side; return the summary written to ``summary.json``.
 
-    ``pairs``: "exhaustive" or a pairs file of image names below ``images``. ``seed``: COLMAP's random
+    ``pairs``: "exhaustive", "sequential[:K]" (``trt.jobs.pairs.pairing``) or a pairs file of image
+    names below ``images``. ``seed``: COLMAP's random
     seed, for repeatable runs. Failed pairs are left out of the reconstruction and raised at the end
     (``PairsFailed``), after everything else is written.
     """
-    images, output = Path(images), prepare_output_dir(output)
+    images, output = Path(images), Path(output)
     names = list_images(images)
-    if pairs == EXHAUSTIVE:
-        pairs_file = write_exhaustive_pairs(names, output / "pairs-exhaustive.txt")
-    else:
-        pairs_file = Path(pairs)
+    generated = pairing(pairs)
+    pairs_file = output / pairs_filename(*generated) if generated is not None else Path(pairs)
     database = output / "database.db"
 
     start = time.perf_counter()
     report: JobReport = run_pairs_file(
-        pairs_file, output, matcher_options, fmt="hloc", image_dir=images, ray=ray, workers=workers,
+        pairs, output, matcher_options, fmt="hloc", image_dir=images, ray=ray, workers=workers,
         colmap_db=database, progress=progress,
     )
     for line in report.lines():
         print(line)
+    if report.written + report.skipped == 0:
+        report.raise_for_failures()  # every pair failed: the job left nothing to reconstruct from
     colmap.verify(database, seed=seed)
     models = colmap.reconstruct(database, images, output / "sparse", seed=seed)
     ours = colmap.summarise(models[0] if models else None, len(names), time.perf_counter() - start)

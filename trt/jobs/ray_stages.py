@@ -1,4 +1,4 @@
-"""Pairs jobs on Ray: the two stages of ``trt.runtime.jobs`` on actors that each hold one ``Matcher``.
+"""Pairs jobs on Ray: the two stages of a pairs job (``trt.jobs.stages``) on actors that each hold one ``Matcher``.
 
     trt_infer.py --engine E --pairs pairs.txt --output-dir out/ --ray                 # a local Ray instance
     trt_infer.py --engine E --pairs pairs.txt --output-dir out/ --ray HEAD_IP:6379    # an existing cluster
@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from trt.errors import UserError
+from trt.jobs.pairs import PairEntry
+from trt.jobs.stages import Extracted, ImageTask, Outcome, extract_image, failure_reason, match_features
+from trt.runtime.outputs import backend_label, format_device_memory
 from trt.validation import max_pixels, pixel_limit
-from trt.runtime.jobs import (
-    CHUNK, Extracted, ImageTask, Outcome, PairEntry, backend_label, extract_image, failure_reason, format_device_memory,
-    match_features,
-)
 
 MAX_RESTARTS = 3  # times Ray restarts a dead actor (and retries its calls in flight)
 MAX_ATTEMPTS = 3  # actors a piece of work may be lost on (each for good) before it fails
 IN_FLIGHT = 2  # calls queued per actor, so that it never waits for the driver between two
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster address before calling it unreachable
 READY_TIMEOUT = 300.0  # seconds for the actors to be placed and to load the engine
+CHUNK = 16  # most pairs per actor call (a Ray call costs more than a local one); the matcher batches within it
 CHUNKS_PER_WORKER = 4  # a job is cut into at least this many matching calls per actor (load balance)
 
 
@@ -144,7 +144,7 @@ def plan_workers(cluster: dict, nodes: Sequence[dict], workers: Optional[int], b
 
 
 class RayStages:
-    """The stages of a pairs job (``trt.runtime.jobs.Stages``) on Ray actors; a context manager.
+    """The stages of a pairs job (``trt.jobs.stages.Stages``) on Ray actors; a context manager.
 
     ``matcher_options``: the arguments of ``Matcher.from_engine``; ``address``: "local" starts a local
     Ray instance, "auto" joins the one running here, else HOST:PORT of a cluster's head. When Ray is

@@ -39,6 +39,7 @@ import numpy as np
 
 from trt.errors import UserError
 from trt.features.base import Features
+from trt.jobs.pairs import PairMatches
 
 FEATURES_FILE = "features.h5"
 MATCHES_FILE = "matches.h5"
@@ -60,7 +61,7 @@ def _h5py():
 
 
 class HlocFiles:
-    """The pairs-job outputs (``trt.runtime.jobs.Outputs``) as hloc's features.h5 and matches.h5 in ``folder``.
+    """The pairs-job outputs (``trt.jobs.writers.Outputs``) as hloc's features.h5 and matches.h5 in ``folder``.
 
     ``resize``: the long side the SIFT front-end ran on, for the keypoints' ``uncertainty`` attribute.
     """
@@ -165,8 +166,6 @@ class HlocFiles:
 
     def read_all(self, entries):
         """(entry, PairMatches) of each entry, from the final files (after ``close``)."""
-        from trt.runtime.jobs import PairMatches
-
         with self.h5py.File(self.folder / FEATURES_FILE, "r") as features, self.h5py.File(self.folder / MATCHES_FILE, "r") as matches:
             for entry in entries:
                 keypoints = [features[name]["keypoints"][()] for name in entry.names]

@@ -60,7 +60,7 @@ def features_npz(features0: dict, features1: dict, threshold: Optional[float] = 
     arrays = {f"{key}{side}": np.asarray(value) for side, features in enumerate((features0, features1))
               for key, value in features.items() if value is not None}
     if threshold is not None:
-        arrays["threshold"] = np.float32(threshold)
+        arrays["threshold"] = np.float64(threshold)  # as given: the record repeats it
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()

@@ -9,6 +9,7 @@ trt/evaluation/serve_load.py.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # Ray runs its workers at nice 15 by default; on a machine shared with other work that would starve the
+    # replicas against the in-process loop (nice 0) and measure the neighbours, not Serve.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     options = {"engine": args.engine, "max_num_keypoints": args.max_keypoints, "mode": "throughput"}
     pairs = serve_load.default_pairs(args.data_dir)
     server_options = ServerOptions(matcher_options=options, port=serve_load.free_port(), replicas=args.replicas,

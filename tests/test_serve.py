@@ -37,13 +37,13 @@ QUIET_RAY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_metrics_report_interval_ms": "
 
 @pytest.fixture(scope="module")
 def server(sift_nn_engine, photos):  # noqa: F811
-    """The module's one server: 2 replicas x 1 thread, batches of up to 8 gathered for 50 ms."""
+    """The module's one server: 2 replicas x 1 thread, batches of up to 8 gathered for 200 ms (robust to a loaded machine)."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in QUIET_RAY.items():
             patch.setenv(key, value)
         options = ServerOptions(
             matcher_options={"engine": sift_nn_engine, "max_num_keypoints": KEYPOINTS, "resize": None, "mode": "throughput"},
-            port=serve_load.free_port(), replicas=2, batch_wait_ms=50, max_body_mb=2, metrics_port=serve_load.free_port(),
+            port=serve_load.free_port(), replicas=2, batch_wait_ms=200, max_body_mb=2, metrics_port=serve_load.free_port(),
             ray_init={"num_cpus": 2, "object_store_memory": 80 << 20},
         )
         running = MatchServer(options).start()
@@ -101,7 +101,7 @@ def test_concurrent_requests_are_batched_and_reported(server, client, photos):  
     info = client.info()
     after = info["batches"]
     assert after["engine"]["requests"] - before["engine"]["requests"] == 8
-    # 8 requests at once on 2 replicas gathering for 50 ms: fewer engine calls than requests
+    # 8 requests at once on 2 replicas gathering for 200 ms: fewer engine calls than requests
     assert after["engine"]["batches"] - before["engine"]["batches"] < 8
     assert max(answer["timings"]["batch"] for answer in answers) > 1
     assert info["replicas"] == {"RUNNING": 2} and info["engine"]["backend"] == "openvino"
@@ -156,7 +156,7 @@ def test_a_short_soak_with_a_replica_killed_loses_no_good_request(server, photos
         expected, features = serve_load.expected_records(matcher, pairs)
     good = serve_load.good_calls(pairs, features, {"max_keypoints": KEYPOINTS, "resize": 0})
     bad = serve_load.bad_calls((photos / "a.jpg").read_bytes(), 2 << 20)
-    report = serve_load.soak(server.url, good, expected, bad, requests=40, clients=4, seconds=120, kill_at=0.3,
+    report = serve_load.soak(server.url, good, expected, bad, requests=40, clients=4, seconds=300, kill_at=0.3,
                              bad_every=4)
     print("\n".join(report.lines()))
     assert report.killed and report.passed, report.lines()

@@ -259,10 +259,11 @@ class SoakReport:
 
 def soak(url: str, good: list[Call], expected: list[dict], bad: list[Call], requests: int, clients: int,
          seconds: Optional[float], kill_at: Optional[float] = 0.3, bad_every: int = 5,
-         rss_growth_mb: float = 64.0) -> SoakReport:
+         rss_growth_mb: float = 64.0, warm_up_passes: int = 3) -> SoakReport:
     """Send ``requests`` calls (good ones cycled, a bad one every ``bad_every``-th) from ``clients``
     clients, for at most ``seconds``; kill a matcher replica once ``kill_at`` of them are answered
-    (None: never). ``expected``: the record of each good pair (from a fresh in-process matcher). Checks
+    (None: never). Memory is read after ``warm_up_passes`` passes over the good calls (every replica has
+    then seen every shape: OpenVINO's per-shape state is warm-up, not growth). ``expected``: the record of each good pair (from a fresh in-process matcher). Checks
     every answer, the server's processes' memory and descriptors (a survivor growing by more than
     ``rss_growth_mb`` is reported), and its health at the end."""
     from trt.serve.client import MatchClient
@@ -277,7 +278,7 @@ def soak(url: str, good: list[Call], expected: list[dict], bad: list[Call], requ
             calls.append(good[g % len(good)])
             g += 1
     report = SoakReport()
-    asyncio.run(_drive(url, good, clients, None))  # warm-up: every shape the good requests take, once
+    asyncio.run(_drive(url, good * warm_up_passes, clients, None))
     processes = serve_processes()
     report.usage_start = process_usage(processes)
     kill_after = None if kill_at is None else max(1, int(kill_at * len(calls)))

@@ -71,7 +71,7 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
   LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
 endif
 
-.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm clean
+.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm serve triton clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -144,6 +144,18 @@ sfm:
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
 		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
+
+# Online serving on Ray Serve (docs/online-serving.md): make serve ENGINE=weights/sift_lightglue.engine
+# [HOST=0.0.0.0] [PORT=8000] [REPLICAS=2] [RAY=HEAD_IP:6379]; stops on Ctrl-C or SIGTERM.
+serve:
+	$(PYTHON) trt_serve.py --engine $(ENGINE) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) \
+		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(RAY),--ray $(RAY))
+
+# A Triton model repository of an engine (a full-TensorRT engine of the Triton container's version):
+#   make triton ENGINE=X.engine OUT=repo/
+triton:
+	$(if $(filter command line environment,$(origin OUT)),,$(error make triton needs OUT=repository folder))
+	$(PYTHON) -m trt.serve.triton --engine $(ENGINE) --output $(OUT)
 
 # The bf16 accuracy gate for a model (default: the ONNX of EXTRACTOR and WEIGHTS): OpenVINO bf16 against f32
 # on make eval's datasets; writes X.bf16-gate.json beside it, which --precision auto reads.

@@ -23,6 +23,7 @@ COLMAP outputs), trt/runtime/outputs.py (file layout) and trt/runtime/matcher.py
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from trt.cli import run
 from trt.contract import DEFAULT_THRESHOLD
@@ -49,9 +50,8 @@ from trt.validation import (
 )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="*", type=path_arg, help="two images to match (or use --pairs)")
+def add_matcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``matcher_options`` (trt_serve.py takes them too)."""
     parser.add_argument("--engine", type=path_arg, required=True, help="the .engine file (its manifest X.engine.json beside it)")
     parser.add_argument("--onnx", type=path_arg, help="the engine's source ONNX, if not where its manifest says")
     parser.add_argument("--extractor-engine", type=path_arg,
@@ -78,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"refuse larger images, read from the file header before decoding (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="*", type=path_arg, help="two images to match (or use --pairs)")
+    add_matcher_arguments(parser)
     parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
     parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
     parser.add_argument("--pairs", type=path_arg,
@@ -125,13 +131,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def matcher_options(args) -> dict:
-    """The arguments of ``Matcher.from_engine`` (Ray workers build their own matcher from them)."""
+def matcher_options(args, mode: Optional[str] = None) -> dict:
+    """The arguments of ``Matcher.from_engine`` (Ray workers and Serve replicas build their own matcher from
+    them); ``mode``: OpenVINO's, by default "throughput" for pairs jobs and "latency" for one pair."""
     return dict(
         engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
-        precision=args.precision, mode="throughput" if args.pairs is not None else "latency",
+        precision=args.precision, mode=mode or ("throughput" if args.pairs is not None else "latency"),
     )
 
 

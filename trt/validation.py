@@ -216,14 +216,17 @@ def _argument(parse: Callable[[str], object], name: str) -> Callable[[str], obje
     return convert
 
 
-def _parse_int(text: str) -> int:
+# Values given as text (flags, HTTP form fields): a bad one is a UserError.
+
+
+def parse_int(text: str) -> int:
     try:
         return int(text, 10)
     except ValueError:
         raise UserError(f"expected an integer, not {text!r}") from None
 
 
-def _parse_threshold(text: str) -> float:
+def parse_threshold(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -231,8 +234,8 @@ def _parse_threshold(text: str) -> float:
     return check_threshold(value)
 
 
-def _parse_resize(text: str) -> int:
-    value = _parse_int(text)
+def parse_resize(text: str) -> int:
+    value = parse_int(text)
     if value != 0 and not MIN_RESIZE <= value <= MAX_RESIZE:
         raise UserError(f"the long side must be 0 (the original size) or {MIN_RESIZE} to {MAX_RESIZE} pixels, "
                         f"not {value}")
@@ -241,15 +244,15 @@ def _parse_resize(text: str) -> int:
 
 # argparse prefixes their messages with "argument --flag: ".
 path_arg = _argument(check_path, "path")
-threshold_arg = _argument(_parse_threshold, "threshold")
-max_keypoints_arg = _argument(lambda text: check_max_keypoints(_parse_int(text), "the keypoint count"), "max_keypoints")
-resize_arg = _argument(_parse_resize, "resize")
-max_pixels_arg = _argument(lambda text: check_max_pixels(_parse_int(text)), "max_pixels")
+threshold_arg = _argument(parse_threshold, "threshold")
+max_keypoints_arg = _argument(lambda text: check_max_keypoints(parse_int(text), "the keypoint count"), "max_keypoints")
+resize_arg = _argument(parse_resize, "resize")
+max_pixels_arg = _argument(lambda text: check_max_pixels(parse_int(text)), "max_pixels")
 
 
 def positive_int_arg(maximum: int) -> Callable[[str], int]:
     """An argparse ``type=`` for an integer from 1 to ``maximum``."""
-    return _argument(lambda text: check_integer(_parse_int(text), "the value", 1, maximum), "integer")
+    return _argument(lambda text: check_integer(parse_int(text), "the value", 1, maximum), "integer")
 
 
 # -- images --------------------------------------------------------------------------------------------

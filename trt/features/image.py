@@ -45,23 +45,29 @@ def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.n
         else:
             reason = error.strerror or str(error)
         raise ImageError(f"cannot read image {path}: {reason}") from None
+    return decode_image(data, f"image {path}", max_pixels)
+
+
+def decode_image(data: bytes, name: str = "the image", max_pixels: Optional[int] = None) -> np.ndarray:
+    """An encoded image (a file's bytes, an upload) as ``read_image`` returns it, with the same checks;
+    ``name`` says which image an error is about ("image a.jpg", "image0")."""
     if not data:
-        raise ImageError(f"cannot read image {path}: the file is empty")
+        raise ImageError(f"cannot read {name}: the file is empty")
     size = header_size(data)
     if size is not None:
-        check_image_size(*size, f"image {path}", max_pixels)
+        check_image_size(*size, name, max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
     except cv2.error as error:
         if "CV_IO_MAX_IMAGE" in str(error):
-            raise ImageError(f"cannot read image {path}: it has more pixels than OpenCV decodes") from None
+            raise ImageError(f"cannot read {name}: it has more pixels than OpenCV decodes") from None
         image = None
     if image is None:
-        raise ImageError(f"cannot read image {path}: not an image OpenCV can decode, or the file is corrupt")
-    image = _to_uint8(image, path)
+        raise ImageError(f"cannot read {name}: not an image OpenCV can decode, or the file is corrupt")
+    image = _to_uint8(image, name)
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV's BGR to RGB
-    check_image(image, f"image {path}", max_pixels)
+    check_image(image, name, max_pixels)
     return image
 
 
@@ -161,14 +167,14 @@ def _pnm_size(data: bytes) -> Optional[tuple[int, int]]:
     return int(tokens[0]), int(tokens[1])
 
 
-def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
         # 65535 / 257 == 255 exactly: the full 16-bit range maps onto the full 8-bit range.
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     raise ImageError(
-        f"cannot use image {path}: its samples are {image.dtype}; only 8-bit and 16-bit images are supported"
+        f"cannot use {name}: its samples are {image.dtype}; only 8-bit and 16-bit images are supported"
     )
 
 

@@ -29,6 +29,7 @@ from trt.engine.backends import TensorRT, TensorRTRTX
 from trt.engine.manifest import load_manifest, manifest_path
 from trt.errors import ContractError, EngineError, UserError
 from trt.features.base import pack_pairs
+from trt.runtime import tensorrt_engine as tre
 from trt.runtime import tensorrt_session as trs
 from trt.runtime.jobs import JOB_FILE
 from trt.runtime.matcher import Matcher
@@ -521,7 +522,7 @@ def test_engine_without_manifest_is_tried_with_every_runtime(emulated, rtx_engin
         session = trs.TensorRTSession(engine, onnx=sift_onnx)
     with session:
         assert session.runtime_version.startswith("tensorrt-rtx")
-        assert [p.ranges for p in session.profiles] == [p.ranges for p in trs.profiles_from_manifest(load_manifest(rtx_engine))]
+        assert [p.ranges for p in session.profiles] == [p.ranges for p in tre.profiles_from_manifest(load_manifest(rtx_engine))]
     data = bytearray(engine.read_bytes())
     data[len(data) // 2] ^= 0xFF  # damaged inside: no runtime loads it
     engine.write_bytes(bytes(data))
@@ -562,7 +563,7 @@ def test_profiles_that_differ_from_the_manifest_are_refused(emulated, rtx_engine
 
 def test_auto_falls_back_on_a_gpu_the_engine_was_not_built_for(emulated, rtx_engine, monkeypatch, capsys):
     monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "9.0")  # a datacenter GPU tensorrt-rtx does not target
-    assert "compute capability 9.0" in trs.tensorrt_unavailable(load_manifest(rtx_engine))
+    assert "compute capability 9.0" in tre.tensorrt_unavailable(load_manifest(rtx_engine))
     with Matcher.from_engine(rtx_engine, backend="auto") as matcher:
         assert matcher.summary["backend"] != "tensorrt"
     notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
@@ -570,7 +571,7 @@ def test_auto_falls_back_on_a_gpu_the_engine_was_not_built_for(emulated, rtx_eng
     with pytest.raises(EngineError, match="built for compute capability 8.6, 8.9, 12.0 but this GPU is 9.0"):
         Matcher.from_engine(rtx_engine, backend="tensorrt")
     monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "12.0")
-    assert trs.tensorrt_unavailable(load_manifest(rtx_engine)) is None
+    assert tre.tensorrt_unavailable(load_manifest(rtx_engine)) is None
 
 
 # --- trt_infer.py end to end on the emulator (the acceptance runs) --------------------------------------

@@ -24,7 +24,8 @@ from trt.features.base import pack_pairs
 from trt.gpu import cuda_devices
 from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
+from trt.runtime.tensorrt_engine import tensorrt_unavailable
+from trt.runtime.tensorrt_session import TensorRTSession
 
 pytestmark = pytest.mark.gpu
 

@@ -30,7 +30,7 @@ PAIR = ("images/hpatches/v_graffiti/1.ppm", "images/hpatches/v_graffiti/2.ppm")
 def environment() -> dict:
     from trt.engine.backends import BACKENDS
     from trt.gpu import cuda_devices
-    from trt.runtime.tensorrt_session import tensorrt_unavailable
+    from trt.runtime.tensorrt_engine import tensorrt_unavailable
 
     runtimes = {}
     for backend in BACKENDS.values():

@@ -5,6 +5,8 @@ FP16 graph as for a strongly typed TensorRT), and the runtime is emulated (``_tr
 no runtime config or cache, and the session captures CUDA graphs itself.
 """
 
+import os as _os
+
 import tensorrt_rtx_bindings as _rtx
 from tensorrt_rtx_bindings import (  # noqa: F401 - names full TensorRT 10 shares with tensorrt-rtx
     BuilderFlag,
@@ -27,7 +29,7 @@ from tensorrt_rtx_bindings import (  # noqa: F401 - names full TensorRT 10 share
 
 from _trt_emulator.runtime import make_runtime as _make_runtime
 
-__version__ = "10.14.1.48"
+__version__ = _os.environ.get("TRT_EMULATOR_TENSORRT_VERSION", "10.14.1.48")  # version-dependent API: _trt_emulator
 _TARGET_API = ("num_compute_capabilities", "set_compute_capability", "get_compute_capability")
 
 

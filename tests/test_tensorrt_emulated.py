@@ -27,7 +27,7 @@ from test_runtime import make_standin_onnx
 from trt.contract import keypoint_dims
 from trt.engine.backends import TensorRT, TensorRTRTX
 from trt.engine.manifest import load_manifest, manifest_path
-from trt.errors import ContractError, EngineError, UserError
+from trt.errors import BuildError, ContractError, EngineError, UserError
 from trt.features.base import pack_pairs
 from trt.runtime import tensorrt_engine as tre
 from trt.runtime import tensorrt_session as trs
@@ -670,12 +670,16 @@ def test_tensorrt_10_0_serves_without_the_v2_memory_size(emulated, full_engine, 
 
 def test_streams_never_block_and_events_never_spin(emulated, rtx_engine):
     """Rows 2 and 4: blocking-sync events (trtexec's TrtCudaEvent), non-blocking streams."""
+    import cuda.bindings.driver as driver
     import pycuda.driver as cuda
 
     with trs.TensorRTSession(rtx_engine) as session:
         session.infer(request(np.random.default_rng(21), 1, 40, 40))
         assert emulated.spin_waits == 0
-        assert not any(slot.stream._stream.blocking for slot in session._slots)
+        non_blocking = int(driver.CUstream_flags.CU_STREAM_NON_BLOCKING)
+        assert all(driver.cuStreamGetFlags(driver.CUstream(slot.stream.handle)) == (driver.CUresult.CUDA_SUCCESS,
+                                                                                   non_blocking)
+                   for slot in session._slots)
         session._cuda_context.push()
         try:
             spinning = cuda.Event()  # default flags: cuEventSynchronize busy-waits
@@ -916,3 +920,45 @@ def test_eager_kernels_never_run_fallback_kernels(emulated, rtx_engine, tmp_path
             assert_same_outputs(session.infer(feeds), first)
         assert len(runtime.FALLBACK_RUNS) - before == fallback
         Path(f"{engine}.rtxcache").unlink()
+
+
+def test_full_tensorrt_builds_weakly_typed_fp16_with_fp32_layers_pinned(emulated, sift_onnx, full_onnx, full_engine,
+                                                                        tmp_path, monkeypatch):
+    """The emulated full TensorRT build path: FP16 as a builder flag on a weakly typed network, the FP32-critical
+    layers pinned under OBEY_PRECISION_CONSTRAINTS, full TensorRT's own engine header; the same flags on a
+    strongly typed network are refused, as TensorRT 10's NetworkDefinitionCreationFlag.STRONGLY_TYPED says."""
+    import tensorrt
+
+    from trt.engine.backends import get_backend
+    from trt.engine.builder import ConfigFromProfiles, EngineBytesFromNetwork, NetworkFromOnnxPath
+    from trt.engine.profiles import GraphSignature, load_profiles
+
+    backend = get_backend("tensorrt")
+    assert backend.module is tensorrt and not backend.needs_fp16_onnx  # weak typing: FP16 by flag
+    profiles_file = tmp_path / "small.toml"
+    profiles_file.write_text(PROFILES)
+    parsed = NetworkFromOnnxPath(sift_onnx, backend, echo_warnings=False)()
+    built = ConfigFromProfiles(load_profiles(GraphSignature.from_onnx(sift_onnx), profiles_file), "fp16",
+                               progress=False)(parsed)
+    assert built.config.get_flag(tensorrt.BuilderFlag.FP16) and built.config.get_flag(
+        tensorrt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    layers = {parsed.network.get_layer(i).name: parsed.network.get_layer(i) for i in range(parsed.network.num_layers)}
+    assert built.pinned_fp32 and any("log_assignment" in name for name in built.pinned_fp32)
+    assert all(layers[name].precision == tensorrt.float32 for name in built.pinned_fp32)
+    assert any(not layer.precision_is_set for layer in layers.values())  # the rest is TensorRT's to choose
+
+    standin = NetworkFromOnnxPath(full_onnx, backend, echo_warnings=False)()
+    standin_profiles = load_profiles(GraphSignature.from_onnx(full_onnx), profiles_file)
+    data = EngineBytesFromNetwork(standin, ConfigFromProfiles(standin_profiles, "fp16", progress=False)(standin))()
+    assert data[:4] == b"ftrt" and tensorrt.BUILDS[-1]["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert full_engine.read_bytes()[:4] == b"ftrt"  # make engine with full TensorRT: its header
+    tre.check_engine_header(full_engine, full_engine.read_bytes())
+
+    monkeypatch.setattr(type(backend), "create_network",  # a strongly typed network, given FP16 by flag
+                        lambda self, builder: builder.create_network(1 << int(tensorrt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+    strongly = NetworkFromOnnxPath(full_onnx, backend, echo_warnings=False)()
+    with pytest.raises(BuildError, match="strongly typed network"):
+        EngineBytesFromNetwork(strongly, ConfigFromProfiles(standin_profiles, "fp16", progress=False)(strongly))()
+    strongly.network.get_layer(0).precision = tensorrt.float32
+    assert not strongly.network.get_layer(0).precision_is_set
+    assert "not allowed on a strongly typed network" in strongly.logger.errors[-1]

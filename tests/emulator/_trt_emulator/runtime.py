@@ -505,6 +505,9 @@ def make_runtime(module, flavour: str) -> dict:
 
         def deserialize_cuda_engine(self, serialized_engine):
             data = bytes(serialized_engine)
+            if data[:4] != (b"vtrt" if rtx else b"ftrt"):
+                log_error(self._logger, "Serialization assertion failed: the engine's magic tag is not this runtime's")
+                return None
             sha256 = hashlib.sha256(data).hexdigest()
             found = find_manifest(sha256)
             if found is None:

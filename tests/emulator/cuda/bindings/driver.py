@@ -91,6 +91,14 @@ def cuStreamBeginCapture(hStream, mode):
     return (_result(stream.begin_capture(mode)),)
 
 
+def cuStreamGetFlags(hStream):
+    try:
+        stream = _stream(hStream)
+    except KeyError:
+        return CUresult.CUDA_ERROR_INVALID_HANDLE, None
+    return CUresult.CUDA_SUCCESS, int(CUstream_flags.CU_STREAM_DEFAULT if stream.blocking else CUstream_flags.CU_STREAM_NON_BLOCKING)
+
+
 def cuStreamEndCapture(hStream):
     try:
         stream = _stream(hStream)

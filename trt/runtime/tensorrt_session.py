@@ -42,7 +42,8 @@ from trt.errors import ContractError, EngineError, UserError
 from trt.fileio import write_bytes_atomic
 from trt.gpu import cuda_devices
 from trt.runtime import tensorrt_graphs
-from trt.runtime.base import Profile, Runner, contract_from_manifest, describe_dims, manifest_network_settings, network_settings
+from trt.runtime.base import (Profile, Runner, contract_from_manifest, describe_dims, manifest_network_settings,
+                              network_settings)
 from trt.runtime.tensorrt_engine import (REBUILD, check_bindings, check_compute_capability, check_runtime_version,
                                          check_source_onnx, profiles_from_manifest, read_engine, read_engine_io,
                                          runtime_backend, runtime_candidates, source_onnx_path)

@@ -962,3 +962,25 @@ def test_full_tensorrt_builds_weakly_typed_fp16_with_fp32_layers_pinned(emulated
     strongly.network.get_layer(0).precision = tensorrt.float32
     assert not strongly.network.get_layer(0).precision_is_set
     assert "not allowed on a strongly typed network" in strongly.logger.errors[-1]
+
+
+def test_gpu_check_says_what_could_not_run(tmp_path):
+    """scripts/gpu_check.sh on an H100/H200 with only tensorrt-rtx: the report says full TensorRT is needed, and
+    lists each skipped or failed test of tests/gpu with its reason (from the JUnit file pytest wrote)."""
+    from trt.evaluation.gpu_check import missing_pieces, pytest_outcomes
+
+    environment = {"gpus": ["9.0"], "runtimes": {"tensorrt": None, "tensorrt-rtx": "/site-packages/tensorrt_rtx"},
+                   "tensorrt_backend": "available"}
+    (found,) = missing_pieces(environment)
+    assert "tensorrt-rtx cannot target this GPU (compute capability 9.0" in found and "nvcr.io/nvidia/tensorrt" in found
+    assert missing_pieces({**environment, "gpus": ["8.9"]}) == []
+    assert len(missing_pieces({**environment, "gpus": [], "tensorrt_backend": "no CUDA GPU was found"})) == 2
+    junit = tmp_path / "tests.xml"
+    junit.write_text('<testsuites><testsuite><testcase name="test_a[tensorrt]"/>'
+                     '<testcase name="test_b[tensorrt-rtx]"><skipped message="tensorrt-rtx: this GPU is not one&#10;more"/>'
+                     '</testcase><testcase name="test_c[tensorrt]"><failure message="AssertionError: x"/></testcase>'
+                     '</testsuite></testsuites>')
+    assert pytest_outcomes(junit) == {"passed": ["test_a[tensorrt]"],
+                                      "skipped": {"test_b[tensorrt-rtx]": "tensorrt-rtx: this GPU is not one"},
+                                      "failed": {"test_c[tensorrt]": "AssertionError: x"}}
+    assert pytest_outcomes(tmp_path / "absent.xml") == {}

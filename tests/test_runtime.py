@@ -22,11 +22,14 @@ from trt.contract import OUTPUT_SPECS, input_specs
 from trt.engine.manifest import Manifest, ProfileRecord, manifest_path
 from trt.errors import ContractError, EngineError, UserError
 from trt.features.base import Features
-from trt.runtime import tensorrt_session as trs
+from trt.gpu import cuda_devices
 from trt.contract import KEYPOINTS0, KEYPOINTS1, keypoint_dims
+from trt.runtime import tensorrt_engine as tre
 from trt.runtime.base import MatcherContract, Profile, capacity, plan_batches, select_profile
 from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession, physical_cores
+from trt.runtime.tensorrt_memory import buffer_shapes
+from trt.runtime.tensorrt_session import TensorRTSession
 
 P_SMALL = Profile("n16", (1, 1, 4), (1, 16, 16), (1, 16, 16))
 P_LARGE = Profile("n64", (1, 1, 2), (17, 64, 64), (17, 64, 64))
@@ -401,7 +404,7 @@ def test_from_engine_without_manifest_runs_the_given_onnx(tmp_path, standin, cap
         Matcher.from_engine(engine, backend="onnxruntime")
     with pytest.raises(UserError, match="unknown backend 'cuda'"):
         Matcher.from_engine(engine, backend="cuda", onnx=standin)
-    backend = "onnxruntime" if trs.cuda_devices() else "auto"
+    backend = "onnxruntime" if cuda_devices() else "auto"
     with Matcher.from_engine(engine, backend=backend, onnx=standin, extractor="sift") as matcher:
         rng = np.random.default_rng(9)
         f0 = random_features(rng, 20)
@@ -433,19 +436,19 @@ def test_engine_file_is_checked_against_its_manifest(tmp_path):
     data = plan_bytes(b"engine bytes " * 100)
     engine.write_bytes(data)
     manifest = fake_manifest(engine, data)
-    assert trs.read_engine(engine, manifest) == data
-    assert trs.read_engine(engine, None) == data
+    assert tre.read_engine(engine, manifest) == data
+    assert tre.read_engine(engine, None) == data
     with pytest.raises(EngineError, match="truncated.*rebuild"):
-        trs.read_engine(engine, replace(manifest, engine={**manifest.engine, "bytes": len(data) + 1}))
+        tre.read_engine(engine, replace(manifest, engine={**manifest.engine, "bytes": len(data) + 1}))
     with pytest.raises(EngineError, match="sha256 differs.*rebuild"):
-        trs.read_engine(engine, replace(manifest, engine={**manifest.engine, "sha256": "0" * 64}))
+        tre.read_engine(engine, replace(manifest, engine={**manifest.engine, "sha256": "0" * 64}))
     with pytest.raises(EngineError, match="does not exist"):
-        trs.read_engine(tmp_path / "absent.engine", None)
+        tre.read_engine(tmp_path / "absent.engine", None)
     with pytest.raises(EngineError, match="folder"):
-        trs.read_engine(tmp_path, None)
+        tre.read_engine(tmp_path, None)
     (tmp_path / "empty.engine").write_bytes(b"")
     with pytest.raises(EngineError, match="empty"):
-        trs.read_engine(tmp_path / "empty.engine", None)
+        tre.read_engine(tmp_path / "empty.engine", None)
 
 
 def test_source_onnx_is_found_beside_the_manifest_and_checked(tmp_path):
@@ -456,39 +459,39 @@ def test_source_onnx_is_found_beside_the_manifest_and_checked(tmp_path):
     engine = folder / "m.engine"
     engine.write_bytes(b"e")
     manifest = fake_manifest(engine, b"e", onnx)
-    assert trs.source_onnx_path(engine, manifest) == onnx  # relative to the manifest, not the cwd
-    assert trs.source_onnx_path(engine, manifest, tmp_path / "x.onnx") == tmp_path / "x.onnx"
-    assert trs.source_onnx_path(engine, None) is None
-    trs.check_source_onnx(onnx, manifest, required=True)
-    trs.check_source_onnx(folder / "absent.onnx", manifest, required=False)
+    assert tre.source_onnx_path(engine, manifest) == onnx  # relative to the manifest, not the cwd
+    assert tre.source_onnx_path(engine, manifest, tmp_path / "x.onnx") == tmp_path / "x.onnx"
+    assert tre.source_onnx_path(engine, None) is None
+    tre.check_source_onnx(onnx, manifest, required=True)
+    tre.check_source_onnx(folder / "absent.onnx", manifest, required=False)
     with pytest.raises(EngineError, match="missing.*--onnx"):
-        trs.check_source_onnx(folder / "absent.onnx", manifest, required=True)
+        tre.check_source_onnx(folder / "absent.onnx", manifest, required=True)
     onnx.write_bytes(b"changed")
     with pytest.raises(EngineError, match="not the ONNX the engine was built from"):
-        trs.check_source_onnx(onnx, manifest, required=False)
+        tre.check_source_onnx(onnx, manifest, required=False)
 
 
 def test_runtime_version_and_gpu_must_equal_the_manifest(tmp_path):
     manifest = fake_manifest(tmp_path / "m.engine", b"")
-    trs.check_runtime_version(manifest, "tensorrt-rtx", "1.7.1.116")
+    tre.check_runtime_version(manifest, "tensorrt-rtx", "1.7.1.116")
     with pytest.raises(EngineError, match="built with tensorrt-rtx 1.7.1.116 but this machine runs tensorrt-rtx 1.8.0.1.*rebuild"):
-        trs.check_runtime_version(manifest, "tensorrt-rtx", "1.8.0.1")
-    trs.check_compute_capability(manifest, "8.9")
+        tre.check_runtime_version(manifest, "tensorrt-rtx", "1.8.0.1")
+    tre.check_compute_capability(manifest, "8.9")
     with pytest.raises(EngineError, match="built for compute capability 8.9 but this GPU is 9.0.*rebuild"):
-        trs.check_compute_capability(manifest, "9.0")
+        tre.check_compute_capability(manifest, "9.0")
     several = replace(manifest, target={"compute_capability": ["8.6", "8.9"]})
-    assert trs.target_capabilities(several) == ["8.6", "8.9"]
-    trs.check_compute_capability(replace(manifest, target={"compute_capability": None}), "9.0")
-    trs.check_compute_capability(None, "9.0")
-    assert trs.runtime_backend(manifest).module_name == "tensorrt_rtx"
+    assert tre.target_capabilities(several) == ["8.6", "8.9"]
+    tre.check_compute_capability(replace(manifest, target={"compute_capability": None}), "9.0")
+    tre.check_compute_capability(None, "9.0")
+    assert tre.runtime_backend(manifest).module_name == "tensorrt_rtx"
     with pytest.raises(EngineError, match="unknown builder"):
-        trs.runtime_backend(replace(manifest, builder={"name": "onnx", "version": "1"}))
+        tre.runtime_backend(replace(manifest, builder={"name": "onnx", "version": "1"}))
 
 
 def test_no_gpu_is_detected_without_touching_tensorrt():
-    assert isinstance(trs.cuda_devices(), list)
-    if not trs.cuda_devices():
-        assert trs.tensorrt_unavailable(None) == "no CUDA GPU was found"
+    assert isinstance(cuda_devices(), list)
+    if not cuda_devices():
+        assert tre.tensorrt_unavailable(None) == "no CUDA GPU was found"
 
 
 def fake_engine(inputs: dict, outputs: dict, profiles: list[dict]):
@@ -521,7 +524,7 @@ def test_engine_io_and_profiles_are_read_from_the_engine():
         {"kpts0": [(1, 1, 2), (1, 512, 2), (4, 512, 2)], "kpts1": [(1, 1, 2), (1, 512, 2), (4, 512, 2)]},
         {"kpts0": [(1, 513, 2), (1, 1024, 2), (2, 1024, 2)], "kpts1": [(1, 513, 2), (1, 1024, 2), (2, 1024, 2)]},
     ]
-    io = trs.read_engine_io(*fake_engine(inputs, outputs, profiles))
+    io = tre.read_engine_io(*fake_engine(inputs, outputs, profiles))
     assert io.contract == MatcherContract(128, True)
     assert io.profiles == [
         Profile("profile0", (1, 1, 4), (1, 512, 512), (1, 512, 512)),
@@ -534,23 +537,23 @@ def test_an_engine_outside_the_contract_is_refused():
     inputs, outputs = contract_io()
     del inputs["count1"]
     with pytest.raises(ContractError, match="cannot be served as a LightGlue matcher or feature extractor.*missing: count1"):
-        trs.read_engine_io(*fake_engine(inputs, outputs, []))
+        tre.read_engine_io(*fake_engine(inputs, outputs, []))
     inputs, outputs = contract_io()
     del outputs["mscores1"]
     with pytest.raises(ContractError, match="lacks the outputs mscores1"):
-        trs.read_engine_io(*fake_engine(inputs, outputs, []))
+        tre.read_engine_io(*fake_engine(inputs, outputs, []))
     with pytest.raises(ContractError, match="cannot be served"):
-        trs.read_engine_io(*fake_engine({"images": (1, 3, 480, 640)}, {"scores": (1, 100)}, []))
+        tre.read_engine_io(*fake_engine({"images": (1, 3, 480, 640)}, {"scores": (1, 100)}, []))
 
 
 def test_buffers_are_sized_for_the_profile_maximum():
     specs = [*input_specs(128, True), *OUTPUT_SPECS]
-    shapes = trs.buffer_shapes(specs, Profile("p", (1, 1, 4), (1, 512, 512), (1, 256, 1024)))
+    shapes = buffer_shapes(specs, Profile("p", (1, 1, 4), (1, 512, 512), (1, 256, 1024)))
     assert shapes["kpts0"] == (4, 512, 2) and shapes["desc1"] == (4, 1024, 128)
     assert shapes["count0"] == (4,) and shapes["threshold"] == (1,)
     assert shapes["matches0"] == (4, 512) and shapes["mscores1"] == (4, 1024)
-    assert trs.compatible_dtype(np.dtype(np.float16), np.dtype(np.float32))
-    assert not trs.compatible_dtype(np.dtype(np.int64), np.dtype(np.int32))
+    assert tre.compatible_dtype(np.dtype(np.float16), np.dtype(np.float32))
+    assert not tre.compatible_dtype(np.dtype(np.int64), np.dtype(np.int32))
 
 
 def test_tensorrt_session_without_a_gpu_fails_cleanly(tmp_path, standin):
@@ -559,12 +562,12 @@ def test_tensorrt_session_without_a_gpu_fails_cleanly(tmp_path, standin):
     manifest = fake_manifest(engine, engine.read_bytes())
     manifest.write(engine)
     assert json.loads(manifest_path(engine).read_text())["engine"]["bytes"] == 44
-    session = trs.TensorRTSession(engine)
+    session = TensorRTSession(engine)
     assert session.profiles == [Profile("n16", (1, 1, 4), (1, 16, 16), (1, 16, 16))]
-    if trs.cuda_devices():
+    if cuda_devices():
         pytest.skip("this machine has a GPU: see tests/gpu")
     with pytest.raises(EngineError):  # no runtime, another version, or no GPU: never a crash
         session.activate()
     with pytest.warns(UserWarning, match="no manifest"):
         manifest_path(engine).unlink()
-        trs.TensorRTSession(engine)
+        TensorRTSession(engine)

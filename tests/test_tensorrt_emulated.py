@@ -27,8 +27,9 @@ from test_runtime import make_standin_onnx
 from trt.contract import keypoint_dims
 from trt.engine.backends import TensorRT, TensorRTRTX
 from trt.engine.manifest import load_manifest, manifest_path
-from trt.errors import ContractError, EngineError, UserError
+from trt.errors import BuildError, ContractError, EngineError, UserError
 from trt.features.base import pack_pairs
+from trt.runtime import tensorrt_engine as tre
 from trt.runtime import tensorrt_session as trs
 from trt.jobs.job import JOB_FILE
 from trt.runtime.matcher import Matcher
@@ -179,9 +180,11 @@ def public(obj) -> set[str]:
 # pycuda 2026.1 (src/wrapper/wrap_cudadrv.cpp, pycuda/driver.py): the names the emulator may have
 PYCUDA_DRIVER = {
     "init", "Device", "Context", "Stream", "Event", "mem_alloc", "mem_get_info", "pagelocked_empty",
-    "memcpy_htod_async", "memcpy_dtoh_async", "DeviceAllocation", "Error", "LogicError", "LaunchError",
-    "MemoryError", "RuntimeError",
+    "memcpy_htod_async", "memcpy_dtoh_async", "memcpy_htod", "DeviceAllocation", "Error", "LogicError", "LaunchError",
+    "MemoryError", "RuntimeError", "event_flags",
 }
+# Full TensorRT 10's ICudaEngine names that tensorrt-rtx dropped (NVIDIA's C++ API member lists): the v1 sizes
+FULL_TENSORRT_ONLY = {"ICudaEngine": {"get_device_memory_size_for_profile", "device_memory_size"}}
 PYCUDA_CLASSES = {
     "Device": {"count", "name", "compute_capability", "total_memory", "retain_primary_context", "make_context",
                "get_attribute", "can_access_peer", "pci_bus_id"},
@@ -196,10 +199,12 @@ PYCUDA_CLASSES = {
 
 def test_emulator_has_only_what_the_real_bindings_have():
     import cuda.bindings.driver as real_driver
+    import cuda.bindings.runtime as real_runtime
     import tensorrt_rtx as real_rtx
 
     with emulated_modules():
         import cuda.bindings.driver as driver
+        import cuda.bindings.runtime as runtime
         import pycuda.driver as cuda
         import tensorrt
         import tensorrt_rtx
@@ -209,15 +214,20 @@ def test_emulator_has_only_what_the_real_bindings_have():
             assert public(module) <= public(real_rtx), public(module) - public(real_rtx)
             for name in ("Runtime", "ICudaEngine", "IExecutionContext", "IRuntimeConfig", "IRuntimeCache", "IHostMemory"):
                 if hasattr(module, name):
-                    extra = public(getattr(module, name)) - public(getattr(real_rtx, name))
+                    allowed = FULL_TENSORRT_ONLY.get(name, set()) if module is tensorrt else set()
+                    extra = public(getattr(module, name)) - public(getattr(real_rtx, name)) - allowed
                     assert not extra, f"{module.__name__}.{name} has {extra}, which tensorrt_rtx has not"
         for name in ("IRuntimeConfig", "IRuntimeCache", "CudaGraphStrategy", "ComputeCapability"):
             assert not hasattr(tensorrt, name)  # tensorrt-rtx only
         assert not hasattr(tensorrt.ICudaEngine, "create_runtime_config")
         assert not hasattr(tensorrt.IExecutionContext, "is_stream_capturable")
         assert public(driver) <= public(real_driver), public(driver) - public(real_driver)
-        for name in ("CUresult", "CUstreamCaptureMode"):
+        for name in ("CUresult", "CUstreamCaptureMode", "CUstream_flags"):
             assert {(m.name, int(m)) for m in getattr(driver, name)} <= {(m.name, int(m)) for m in getattr(real_driver, name)}
+            with pytest.raises(TypeError):  # cuda-python's enums are not subscriptable: getattr, as the session does
+                getattr(driver, name)["CUDA_SUCCESS"]
+        assert public(runtime) <= public(real_runtime), public(runtime) - public(real_runtime)
+        assert {(m.name, int(m)) for m in runtime.cudaError_t} <= {(m.name, int(m)) for m in real_runtime.cudaError_t}
         assert public(cuda) <= PYCUDA_DRIVER, public(cuda) - PYCUDA_DRIVER
         for name, allowed in PYCUDA_CLASSES.items():
             assert public(getattr(cuda, name)) <= allowed, (name, public(getattr(cuda, name)) - allowed)
@@ -283,6 +293,7 @@ def test_a_captured_graph_replays_its_own_shapes_and_addresses(emulated, full_en
     """Full TensorRT: capture at one shape, then run another shape on the context: the graph still runs
     what it captured (which is why a context must keep one shape per graph)."""
     import cuda.bindings.driver as driver
+    import cuda.bindings.runtime as runtime
     import pycuda.driver as cuda
     import tensorrt as trt
 
@@ -322,6 +333,9 @@ def test_a_captured_graph_replays_its_own_shapes_and_addresses(emulated, full_en
         assert driver.cuStreamBeginCapture(handle, mode)[0] == driver.CUresult.CUDA_SUCCESS
         assert not ctx.execute_async_v3(stream.handle)  # the first enqueue's deferred set-up cannot be captured
         assert driver.cuStreamEndCapture(handle)[0] == driver.CUresult.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        # trtexec's endCaptureOnError: clear the runtime error the failed launch left behind
+        assert runtime.cudaGetLastError() == (runtime.cudaError_t.cudaErrorStreamCaptureInvalidated,)
+        assert runtime.cudaGetLastError() == (runtime.cudaError_t.cudaSuccess,)
         assert ctx.execute_async_v3(stream.handle)  # warm-up
         want_first = matches0(20)
         assert driver.cuStreamBeginCapture(handle, mode)[0] == driver.CUresult.CUDA_SUCCESS
@@ -397,8 +411,10 @@ def test_cuda_graphs_run_each_profile_at_its_opt_shape_with_one_graph(emulated, 
         got = [matcher.match_features(*pair) for pair in pairs * 2]  # capture, then replay
         assert [slot.shape for slot in session._slots] == [keypoint_dims(1, 64, 64), keypoint_dims(1, 128, 128)]
         assert all(slot.graph is not None for slot in session._slots)
+        with pytest.raises(ContractError, match="fits none of the engine's profiles"):
+            session.infer(request(rng, 1, 30, 30))  # not padded to an opt shape
         with pytest.raises(ContractError, match="runs at its opt shape only"):
-            session.infer(request(rng, 1, 30, 30))
+            session.infer_impl(request(rng, 1, 30, 30), 0)
     assert len(captures) == 2  # one graph per profile, not per (N0, N1)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a.matches, b.matches)
@@ -425,7 +441,7 @@ def test_contexts_hold_activation_memory_of_their_own_profile(emulated, rtx_engi
     with trs.TensorRTSession(rtx_engine) as session:
         sizes = [session._engine.get_device_memory_size_for_profile_v2(i) for i in range(2)]
         assert sizes[0] < sizes[1]
-        assert sum(emulated.reserved.values()) == sum(sizes)  # STATIC would hold 2 x the largest
+        assert sum(nbytes for _, nbytes in emulated.reserved.values()) == sum(sizes)  # STATIC: 2 x the largest
         assert {name: m["activation"] for name, m in session.device_memory.items()} == dict(zip(["n64", "n128"], sizes))
         assert session.summary()["device_memory"]["n128"]["io"] > session.summary()["device_memory"]["n64"]["io"]
 
@@ -521,7 +537,7 @@ def test_engine_without_manifest_is_tried_with_every_runtime(emulated, rtx_engin
         session = trs.TensorRTSession(engine, onnx=sift_onnx)
     with session:
         assert session.runtime_version.startswith("tensorrt-rtx")
-        assert [p.ranges for p in session.profiles] == [p.ranges for p in trs.profiles_from_manifest(load_manifest(rtx_engine))]
+        assert [p.ranges for p in session.profiles] == [p.ranges for p in tre.profiles_from_manifest(load_manifest(rtx_engine))]
     data = bytearray(engine.read_bytes())
     data[len(data) // 2] ^= 0xFF  # damaged inside: no runtime loads it
     engine.write_bytes(bytes(data))
@@ -562,7 +578,7 @@ def test_profiles_that_differ_from_the_manifest_are_refused(emulated, rtx_engine
 
 def test_auto_falls_back_on_a_gpu_the_engine_was_not_built_for(emulated, rtx_engine, monkeypatch, capsys):
     monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "9.0")  # a datacenter GPU tensorrt-rtx does not target
-    assert "compute capability 9.0" in trs.tensorrt_unavailable(load_manifest(rtx_engine))
+    assert "compute capability 9.0" in tre.tensorrt_unavailable(load_manifest(rtx_engine))
     with Matcher.from_engine(rtx_engine, backend="auto") as matcher:
         assert matcher.summary["backend"] != "tensorrt"
     notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("notice:")]
@@ -570,7 +586,7 @@ def test_auto_falls_back_on_a_gpu_the_engine_was_not_built_for(emulated, rtx_eng
     with pytest.raises(EngineError, match="built for compute capability 8.6, 8.9, 12.0 but this GPU is 9.0"):
         Matcher.from_engine(rtx_engine, backend="tensorrt")
     monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "12.0")
-    assert trs.tensorrt_unavailable(load_manifest(rtx_engine)) is None
+    assert tre.tensorrt_unavailable(load_manifest(rtx_engine)) is None
 
 
 # --- trt_infer.py end to end on the emulator (the acceptance runs) --------------------------------------
@@ -620,3 +636,351 @@ def test_trt_infer_on_the_emulator_equals_onnxruntime(rtx_engine, image_pairs, t
             want = records["onnxruntime"][file]
             assert record["engine"]["backend"] == "tensorrt" and record["matches"] == want["matches"]
             np.testing.assert_allclose(record["scores"], want["scores"], atol=1e-6)
+
+
+# --- issue 22: the second review against NVIDIA's docs and samples, one test per row --------------------
+
+
+def engine_copy(engine: Path, folder: Path, edit=None, monkeypatch=None) -> Path:
+    """The engine and its manifest copied into ``folder``, the manifest edited by ``edit(record)``; the emulator
+    is told to read that manifest (what the engine "holds")."""
+    copy = folder / engine.name
+    shutil.copy(engine, copy)
+    record = json.loads(manifest_path(engine).read_text())
+    record["onnx"]["path"] = str((engine.parent / record["onnx"]["path"]).resolve())
+    if edit is not None:
+        edit(record)
+    manifest_path(copy).write_text(json.dumps(record))
+    if monkeypatch is not None:
+        monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(manifest_path(copy)))
+    return copy
+
+
+def test_tensorrt_10_0_serves_without_the_v2_memory_size(emulated, full_engine, tmp_path, monkeypatch):
+    """Row 1: TensorRT 10.0's ICudaEngine has get_device_memory_size_for_profile only (v2 came with 10.1)."""
+    monkeypatch.setenv("TRT_EMULATOR_TENSORRT_VERSION", "10.0.1.6")
+    engine = engine_copy(full_engine, tmp_path, lambda r: r["builder"].update(version="10.0.1.6"), monkeypatch)
+    with trs.TensorRTSession(engine) as session:
+        assert session.runtime_version == "tensorrt 10.0.1.6"
+        with pytest.raises(AttributeError):  # the call the session made before: a crash at activation
+            session._engine.get_device_memory_size_for_profile_v2(0)
+        assert session.device_memory["n64"]["activation"] == session._engine.get_device_memory_size_for_profile(0) > 0
+        assert session.infer(request(np.random.default_rng(20), 1, 30, 40))["matches0"].shape == (1, 30)
+
+
+def test_streams_never_block_and_events_never_spin(emulated, rtx_engine):
+    """Rows 2 and 4: blocking-sync events (trtexec's TrtCudaEvent), non-blocking streams."""
+    import cuda.bindings.driver as driver
+    import pycuda.driver as cuda
+
+    with trs.TensorRTSession(rtx_engine) as session:
+        session.infer(request(np.random.default_rng(21), 1, 40, 40))
+        assert emulated.spin_waits == 0
+        non_blocking = int(driver.CUstream_flags.CU_STREAM_NON_BLOCKING)
+        assert all(driver.cuStreamGetFlags(driver.CUstream(slot.stream.handle)) == (driver.CUresult.CUDA_SUCCESS,
+                                                                                   non_blocking)
+                   for slot in session._slots)
+        session._cuda_context.push()
+        try:
+            spinning = cuda.Event()  # default flags: cuEventSynchronize busy-waits
+            spinning.record(session._slots[0].stream).synchronize()
+            assert emulated.spin_waits == 1
+            untimed = cuda.Event(cuda.event_flags.DISABLE_TIMING).record(session._slots[0].stream).synchronize()
+            with pytest.raises(cuda.LogicError, match="cuEventElapsedTime"):
+                untimed.time_since(spinning)
+        finally:
+            cuda.Context.pop()
+
+
+@contextmanager
+def neighbour_during_capture(gpu):
+    """Another thread of the process (PyTorch, ONNX Runtime's CUDA provider) that, while any capture is under
+    way, allocates device memory (a "potentially unsafe" call) and copies on the legacy default stream.
+    Yields the list of its outcomes: "ok", or the error it got."""
+    import pycuda.driver as cuda
+
+    outcomes = []
+
+    def work():
+        context = cuda.Device(0).retain_primary_context()
+        context.push()
+        try:
+            buffer = cuda.mem_alloc(256)
+            cuda.memcpy_htod(buffer, np.zeros(64, np.float32))
+            buffer.free()
+            outcomes.append("ok")
+        except cuda.Error as error:
+            outcomes.append(str(error))
+        finally:
+            cuda.Context.pop()
+            context.detach()
+
+    def hook(stream):
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+
+    gpu.capture_hooks.append(hook)
+    try:
+        yield outcomes
+    finally:
+        gpu.capture_hooks.remove(hook)
+
+
+def graphs_session_run(engine, onnx, rng):
+    feeds = request(rng, 1, 64, 64)
+    with OnnxRuntimeSession(onnx) as ort:
+        want = ort.infer(feeds)
+    with trs.TensorRTSession(engine, cuda_graphs=True) as session:
+        for _ in range(3):  # capture (or its failure), then replays or plain runs
+            assert_same_outputs(session.infer(feeds), want)
+        return session._slots[0].graph is not None
+
+
+def test_capture_survives_a_neighbour_thread_thread_local_and_non_blocking(emulated, full_engine, full_onnx,
+                                                                           monkeypatch):
+    """Row 4 and the capture rules: the session's capture (THREAD_LOCAL, non-blocking stream) survives another
+    thread's allocation and legacy-stream copy; a GLOBAL capture or a blocking stream does not."""
+    from trt.runtime import tensorrt_graphs
+
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    rng = np.random.default_rng(22)
+    with neighbour_during_capture(emulated) as outcomes:
+        assert graphs_session_run(full_engine, full_onnx, rng)
+    assert outcomes == ["ok"]
+
+    monkeypatch.setattr(tensorrt_graphs, "CAPTURE_MODE", "CU_STREAM_CAPTURE_MODE_GLOBAL")
+    with neighbour_during_capture(emulated) as outcomes, pytest.warns(UserWarning, match="capture failed .*invalidated"):
+        assert not graphs_session_run(full_engine, full_onnx, rng)  # the runs go on without a graph
+    assert "cuMemAlloc failed" in outcomes[0] and "not permitted when stream is capturing" in outcomes[0]
+
+    monkeypatch.undo()
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    monkeypatch.setattr(trs, "make_stream", lambda cuda, driver: cuda.Stream())  # flags 0: blocking
+    with neighbour_during_capture(emulated) as outcomes, pytest.warns(UserWarning, match="capture failed"):
+        assert not graphs_session_run(full_engine, full_onnx, rng)
+    assert "legacy stream" in outcomes[0]
+
+
+def test_a_failed_capture_leaves_no_runtime_error_behind(emulated, full_engine, full_onnx, monkeypatch):
+    """Row 3: trtexec clears the runtime's last error after a failed capture; without that the next plain
+    enqueue fails with the capture's error."""
+    from trt.runtime import tensorrt_graphs
+
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(full_engine))
+    monkeypatch.setattr(trs, "make_stream", lambda cuda, driver: cuda.Stream())  # a capture that fails
+    rng = np.random.default_rng(23)
+    with neighbour_during_capture(emulated), pytest.warns(UserWarning, match="capture failed"):
+        assert not graphs_session_run(full_engine, full_onnx, rng)  # three runs: the 2nd and 3rd run plain
+    monkeypatch.setattr(tensorrt_graphs, "clear_last_error", lambda runtime: None)
+    with neighbour_during_capture(emulated), pytest.warns(UserWarning, match="capture failed"):
+        with pytest.raises(EngineError, match="cudaErrorStreamCaptureInvalidated"):
+            graphs_session_run(full_engine, full_onnx, rng)
+
+
+def test_tensorrt_rtx_capture_can_fail_and_the_run_goes_on(emulated, rtx_engine, sift_onnx, monkeypatch):
+    """The runtime's own capture follows the same rules: on a blocking stream a neighbour's legacy-stream copy
+    makes it fail (results stay right, no graph); on the session's non-blocking stream it succeeds."""
+    from _trt_emulator import runtime
+
+    rng = np.random.default_rng(24)
+    graphs, failures = len(runtime.RUNTIME_GRAPHS), len(runtime.RUNTIME_CAPTURE_FAILURES)
+    with neighbour_during_capture(emulated) as outcomes:
+        graphs_session_run(rtx_engine, sift_onnx, rng)
+    assert outcomes == ["ok"] and len(runtime.RUNTIME_GRAPHS) == graphs + 1
+    monkeypatch.setattr(trs, "make_stream", lambda cuda, driver: cuda.Stream())
+    with neighbour_during_capture(emulated) as outcomes:
+        graphs_session_run(rtx_engine, sift_onnx, rng)
+    assert "legacy stream" in outcomes[0] and len(runtime.RUNTIME_CAPTURE_FAILURES) > failures
+
+
+def keypoint_ranges(record: dict, index: int, low: int, opt: int, high: int) -> None:
+    """Set profile ``index`` of a manifest record to N0 = N1 in [low, high], opt ``opt``."""
+    profile = record["profiles"][index]
+    profile["keypoints0"] = profile["keypoints1"] = [low, opt, high]
+    for name, shapes in profile["shapes"].items():
+        if name[:-1] in ("kpts", "desc", "scales", "oris"):
+            for key, value in zip(("min", "opt", "max"), (low, opt, high)):
+                shapes[key][1] = value
+
+
+def test_overlapping_profiles_with_graphs_run_where_the_request_was_padded(emulated, full_engine, full_onnx,
+                                                                           tmp_path, monkeypatch):
+    """Row 5: profiles 1-64 (opt 32) and 1-128 (opt 64): a 50-point pair is padded to 64, the second profile's
+    opt, and must run there, not on the smaller first profile that also holds 64."""
+    def overlap(record):
+        keypoint_ranges(record, 0, 1, 32, 64)
+        keypoint_ranges(record, 1, 1, 64, 128)
+
+    engine = engine_copy(full_engine, tmp_path, overlap, monkeypatch)
+    rng = np.random.default_rng(25)
+    pair = (random_features(rng, 50), random_features(rng, 50))
+    with Matcher(OnnxRuntimeSession(full_onnx), threshold=0.0) as reference:
+        want = reference.match_features(*pair)
+    session = trs.TensorRTSession(engine, cuda_graphs=True)
+    with Matcher(session, threshold=0.0) as matcher:
+        np.testing.assert_array_equal(matcher.match_features(*pair).matches, want.matches)
+        padded = request(rng, 1, 64, 64)
+        with pytest.raises(ContractError, match="profile n64 runs at its opt shape only"):
+            session.infer_impl(padded, 0)  # where the smallest full profile would have sent it
+
+
+def test_an_engine_with_an_output_outside_the_contract_is_refused_at_activation(emulated, rtx_engine, tmp_path,
+                                                                                 monkeypatch):
+    """Row 6: an extra output would have no address, and every enqueue would fail."""
+    engine = engine_copy(rtx_engine, tmp_path, lambda r: r["outputs"].append(
+        {"name": "debug_scores", "dtype": "float32", "shape": ["B", "N0"]}), monkeypatch)
+    with pytest.raises(EngineError, match="I/O tensors that the matcher contract does not know: debug_scores"):
+        trs.TensorRTSession(engine).activate()
+    assert emulated.primary_retains == 0
+
+
+def test_a_second_gpu_is_judged_and_served_by_its_ordinal(emulated, rtx_engine, sift_onnx, monkeypatch):
+    """Rows 7 and 8, and set_tensor_address's checks: device 0 is an SM 9.0 the engine does not target,
+    device 1 an SM 8.9 it does; buffers live on device 1; a misaligned, a host or another device's pointer is
+    refused."""
+    import pycuda.driver as cuda
+
+    monkeypatch.setenv("TRT_EMULATOR_COMPUTE_CAPABILITY", "9.0,8.9")
+    manifest = load_manifest(rtx_engine)
+    assert "device 0, compute capability 9.0" in tre.tensorrt_unavailable(manifest)
+    assert tre.tensorrt_unavailable(manifest, device=1) is None
+    assert "device 2 does not exist" in tre.tensorrt_unavailable(manifest, device=2)
+    feeds = request(np.random.default_rng(26), 1, 40, 50)
+    with OnnxRuntimeSession(sift_onnx) as ort:
+        want = ort.infer(feeds)
+    with trs.TensorRTSession(rtx_engine, device=1) as session:
+        assert_same_outputs(session.infer(feeds), want)
+        assert session.device == "cuda" and session.summary()["cuda_device"] == 1
+        assert set(emulated.allocation_device.values()) == {1}
+        context, buffer = session._slots[0].context, session._slots[0].device["kpts0"]
+        session._cuda_context.push()
+        try:
+            assert context.set_tensor_address("kpts0", int(buffer))  # what the session does
+            assert not context.set_tensor_address("kpts0", int(buffer) + 4)
+            host = cuda.pagelocked_empty(1024, np.float32)
+            assert not context.set_tensor_address("kpts0", host.ctypes.data - host.ctypes.data % 256)
+            other = cuda.Device(0).retain_primary_context()
+            other.push()
+            elsewhere = cuda.mem_alloc(1024)
+            cuda.Context.pop()
+            assert not context.set_tensor_address("kpts0", int(elsewhere))
+            assert "not device memory of GPU 1" in session._logger.errors[-1]
+            other.push()
+            elsewhere.free()
+            cuda.Context.pop()
+            assert context.set_tensor_address("kpts0", int(buffer))
+        finally:
+            cuda.Context.pop()
+    with pytest.raises(EngineError, match="built for compute capability 8.6, 8.9, 12.0 but this GPU is 9.0"):
+        trs.TensorRTSession(rtx_engine, device=0).activate()
+
+
+def test_engine_bytes_are_dropped_once_deserialized_and_read_again_on_reactivation(emulated, rtx_engine):
+    """Row 9."""
+    session = trs.TensorRTSession(rtx_engine)
+    with session:
+        assert session._data is None
+    with session:  # a second activation reads and checks the file again
+        assert session._data is None and session.infer(request(np.random.default_rng(27), 1, 20, 20))
+
+
+def test_each_thread_reads_only_its_own_tensorrt_errors(emulated, rtx_engine):
+    """Row 10: one logger per module (TensorRT keeps the first), its errors per thread."""
+    with trs.TensorRTSession(rtx_engine) as session:
+        errors, together = {}, threading.Barrier(2)
+
+        def refuse(name, shape):
+            session._logger.errors.clear()
+            together.wait()
+            session._slots[0].context.set_input_shape(name, shape)  # outside profile n64: TensorRT logs an error
+            together.wait()  # both have logged before either reads
+            errors[name] = list(session._logger.errors)
+
+        threads = [threading.Thread(target=refuse, args=(name, (1, 500, 2))) for name in ("kpts0", "kpts1")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [len(found) for found in errors.values()] == [1, 1]
+        assert all(name in found[0] for name, found in errors.items())
+
+
+def test_eager_kernels_never_run_fallback_kernels(emulated, rtx_engine, tmp_path, monkeypatch):
+    """Rows 12-13: LAZY (the default) runs a new shape's first request on fallback kernels, EAGER compiles
+    the shape's kernels first; gpu_check and the GPU equality tests use EAGER."""
+    from _trt_emulator import runtime
+
+    engine = engine_copy(rtx_engine, tmp_path, monkeypatch=monkeypatch)  # a fresh runtime cache
+    feeds = request(np.random.default_rng(28), 1, 33, 35)
+    for eager, fallback in ((False, 1), (True, 0)):
+        before = len(runtime.FALLBACK_RUNS)
+        with trs.TensorRTSession(engine, eager_kernels=eager) as session:
+            first = session.infer(feeds)
+            assert_same_outputs(session.infer(feeds), first)
+        assert len(runtime.FALLBACK_RUNS) - before == fallback
+        Path(f"{engine}.rtxcache").unlink()
+
+
+def test_full_tensorrt_builds_weakly_typed_fp16_with_fp32_layers_pinned(emulated, sift_onnx, full_onnx, full_engine,
+                                                                        tmp_path, monkeypatch):
+    """The emulated full TensorRT build path: FP16 as a builder flag on a weakly typed network, the FP32-critical
+    layers pinned under OBEY_PRECISION_CONSTRAINTS, full TensorRT's own engine header; the same flags on a
+    strongly typed network are refused, as TensorRT 10's NetworkDefinitionCreationFlag.STRONGLY_TYPED says."""
+    import tensorrt
+
+    from trt.engine.backends import get_backend
+    from trt.engine.builder import ConfigFromProfiles, EngineBytesFromNetwork, NetworkFromOnnxPath
+    from trt.engine.profiles import GraphSignature, load_profiles
+
+    backend = get_backend("tensorrt")
+    assert backend.module is tensorrt and not backend.needs_fp16_onnx  # weak typing: FP16 by flag
+    profiles_file = tmp_path / "small.toml"
+    profiles_file.write_text(PROFILES)
+    parsed = NetworkFromOnnxPath(sift_onnx, backend, echo_warnings=False)()
+    built = ConfigFromProfiles(load_profiles(GraphSignature.from_onnx(sift_onnx), profiles_file), "fp16",
+                               progress=False)(parsed)
+    assert built.config.get_flag(tensorrt.BuilderFlag.FP16) and built.config.get_flag(
+        tensorrt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    layers = {parsed.network.get_layer(i).name: parsed.network.get_layer(i) for i in range(parsed.network.num_layers)}
+    assert built.pinned_fp32 and any("log_assignment" in name for name in built.pinned_fp32)
+    assert all(layers[name].precision == tensorrt.float32 for name in built.pinned_fp32)
+    assert any(not layer.precision_is_set for layer in layers.values())  # the rest is TensorRT's to choose
+
+    standin = NetworkFromOnnxPath(full_onnx, backend, echo_warnings=False)()
+    standin_profiles = load_profiles(GraphSignature.from_onnx(full_onnx), profiles_file)
+    data = EngineBytesFromNetwork(standin, ConfigFromProfiles(standin_profiles, "fp16", progress=False)(standin))()
+    assert data[:4] == b"ftrt" and tensorrt.BUILDS[-1]["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert full_engine.read_bytes()[:4] == b"ftrt"  # make engine with full TensorRT: its header
+    tre.check_engine_header(full_engine, full_engine.read_bytes())
+
+    monkeypatch.setattr(type(backend), "create_network",  # a strongly typed network, given FP16 by flag
+                        lambda self, builder: builder.create_network(1 << int(tensorrt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+    strongly = NetworkFromOnnxPath(full_onnx, backend, echo_warnings=False)()
+    with pytest.raises(BuildError, match="strongly typed network"):
+        EngineBytesFromNetwork(strongly, ConfigFromProfiles(standin_profiles, "fp16", progress=False)(strongly))()
+    strongly.network.get_layer(0).precision = tensorrt.float32
+    assert not strongly.network.get_layer(0).precision_is_set
+    assert "not allowed on a strongly typed network" in strongly.logger.errors[-1]
+
+
+def test_gpu_check_says_what_could_not_run(tmp_path):
+    """scripts/gpu_check.sh on an H100/H200 with only tensorrt-rtx: the report says full TensorRT is needed, and
+    lists each skipped or failed test of tests/gpu with its reason (from the JUnit file pytest wrote)."""
+    from trt.evaluation.gpu_check import missing_pieces, pytest_outcomes
+
+    environment = {"gpus": ["9.0"], "runtimes": {"tensorrt": None, "tensorrt-rtx": "/site-packages/tensorrt_rtx"},
+                   "tensorrt_backend": "available"}
+    (found,) = missing_pieces(environment)
+    assert "tensorrt-rtx cannot target this GPU (compute capability 9.0" in found and "nvcr.io/nvidia/tensorrt" in found
+    assert missing_pieces({**environment, "gpus": ["8.9"]}) == []
+    assert len(missing_pieces({**environment, "gpus": [], "tensorrt_backend": "no CUDA GPU was found"})) == 2
+    junit = tmp_path / "tests.xml"
+    junit.write_text('<testsuites><testsuite><testcase name="test_a[tensorrt]"/>'
+                     '<testcase name="test_b[tensorrt-rtx]"><skipped message="tensorrt-rtx: this GPU is not one&#10;more"/>'
+                     '</testcase><testcase name="test_c[tensorrt]"><failure message="AssertionError: x"/></testcase>'
+                     '</testsuite></testsuites>')
+    assert pytest_outcomes(junit) == {"passed": ["test_a[tensorrt]"],
+                                      "skipped": {"test_b[tensorrt-rtx]": "tensorrt-rtx: this GPU is not one"},
+                                      "failed": {"test_c[tensorrt]": "AssertionError: x"}}
+    assert pytest_outcomes(tmp_path / "absent.xml") == {}

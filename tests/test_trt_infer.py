@@ -269,7 +269,7 @@ def test_missing_engine(images, tmp_path):
 )
 def test_engine_problems_fail_cleanly(sift_nn_engine, images, tmp_path, case, backend, message):
     if case in ("other-gpu", "no-gpu"):
-        from trt.runtime.tensorrt_session import cuda_devices
+        from trt.gpu import cuda_devices
 
         if cuda_devices():
             pytest.skip("this machine has a GPU")

@@ -24,7 +24,8 @@ from trt.features.base import pack_pairs
 from trt.gpu import cuda_devices
 from trt.runtime.matcher import Matcher
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
+from trt.runtime.tensorrt_engine import tensorrt_unavailable
+from trt.runtime.tensorrt_session import TensorRTSession
 
 pytestmark = pytest.mark.gpu
 
@@ -96,33 +97,43 @@ def test_session_equals_onnxruntime_in_every_profile(gpu_engines):
             np.testing.assert_allclose(got["mscores0"][close], want["mscores0"][close], atol=1e-3)
 
 
-def test_session_from_worker_threads(gpu_engines):
+def test_session_from_worker_threads_and_closed_from_another(gpu_engines):
+    """Exact equality across runs needs the same kernels every run: with tensorrt-rtx the session compiles each
+    shape's specialised kernels before its first run (``eager_kernels``), so no run uses fallback kernels."""
     engine = gpu_engines["sift_nn_onnx"]
     rng = np.random.default_rng(1)
     requests = [pack_pairs(random_pairs(rng, [(n, n)]), n, n, 0.1) for n in (200, 400, 700, 1000)]
-    with TensorRTSession(engine) as session:
-        expected = [session.infer(feeds) for feeds in requests]
-        results, errors = {}, []
+    session = TensorRTSession(engine, eager_kernels=True).activate()
+    expected = [session.infer(feeds) for feeds in requests]
+    results, errors = {}, []
 
-        def work(index):
-            try:
-                for _ in range(3):
-                    results[index] = session.infer(requests[index % len(requests)])
-            except Exception as error:  # surfaced below: a worker's exception must not vanish
-                errors.append(error)
+    def work(index):
+        try:
+            for _ in range(3):
+                results[index] = session.infer(requests[index % len(requests)])
+        except Exception as error:  # surfaced below: a worker's exception must not vanish
+            errors.append(error)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors, errors
-        for index, outputs in results.items():
-            np.testing.assert_array_equal(outputs["matches0"], expected[index % len(requests)]["matches0"])
-    closer = threading.Thread(target=session.deactivate)  # closing from another thread releases the GPU
-    with TensorRTSession(engine) as other:
-        closer.start()
-        closer.join()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for index, outputs in results.items():
+        np.testing.assert_array_equal(outputs["matches0"], expected[index % len(requests)]["matches0"])
+
+    def close():  # the session is still active here: this thread is the one that releases the GPU
+        try:
+            session.deactivate()
+        except Exception as error:
+            errors.append(error)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    closer.join()
+    assert not errors and not session.is_active and session._cuda_context is None
+    with TensorRTSession(engine, eager_kernels=True) as other:  # the device is usable after the cross-thread close
         np.testing.assert_array_equal(other.infer(requests[0])["matches0"], expected[0]["matches0"])
 
 
@@ -132,7 +143,7 @@ def test_cuda_graphs_equal_plain_runs(gpu_engines):
     rng = np.random.default_rng(5)
     pairs = random_pairs(rng, [(150, 300), (512, 90), (700, 1000), (1024, 600)])
     pairs = [(a, b) for a, b in pairs] * 2  # capture, then replay
-    with Matcher(TensorRTSession(engine), threshold=0.1) as plain:
+    with Matcher(TensorRTSession(engine, eager_kernels=True), threshold=0.1) as plain:
         want = [plain.match_features(a, b) for a, b in pairs]
     with Matcher(TensorRTSession(engine, cuda_graphs=True), threshold=0.1) as graphs:
         got = [graphs.match_features(a, b) for a, b in pairs]
@@ -140,6 +151,54 @@ def test_cuda_graphs_equal_plain_runs(gpu_engines):
         assert agreement(a.matches0, b.matches0) >= 0.99
     if load_manifest(engine).builder["name"] == "tensorrt-rtx":
         assert engine.with_name(engine.name + ".rtxcache").stat().st_size > 0  # its kernels, kept for the next process
+
+
+def test_streams_are_non_blocking_and_capture_survives_a_neighbour_thread(gpu_engines, monkeypatch):
+    """On the real driver: the slots' streams are CU_STREAM_NON_BLOCKING (cuStreamGetFlags), and with full
+    TensorRT the session's own capture (THREAD_LOCAL) survives another thread that allocates device memory
+    and copies on the legacy default stream while it captures."""
+    import pycuda.driver as cuda
+    from cuda.bindings import driver
+
+    engine = gpu_engines["sift_nn_onnx"]
+    outcomes = []
+
+    def neighbour():
+        context = cuda.Device(0).retain_primary_context()
+        context.push()
+        try:
+            buffer = cuda.mem_alloc(1 << 20)
+            cuda.memcpy_htod(buffer, np.zeros(1 << 18, np.float32))
+            buffer.free()
+            outcomes.append("ok")
+        except cuda.Error as error:
+            outcomes.append(str(error))
+        finally:
+            cuda.Context.pop()
+            context.detach()
+
+    begin = driver.cuStreamBeginCapture
+
+    def begin_then_neighbour(*args):
+        result = begin(*args)
+        thread = threading.Thread(target=neighbour)
+        thread.start()
+        thread.join()
+        return result
+
+    monkeypatch.setattr(driver, "cuStreamBeginCapture", begin_then_neighbour)
+    rng = np.random.default_rng(6)
+    pair = random_pairs(rng, [(512, 512)])
+    feeds = pack_pairs(pair, 512, 512, 0.1)
+    with TensorRTSession(engine, cuda_graphs=True, eager_kernels=True) as session:
+        for slot in session._slots:
+            assert driver.cuStreamGetFlags(driver.CUstream(slot.stream.handle)) == (
+                driver.CUresult.CUDA_SUCCESS, int(driver.CUstream_flags.CU_STREAM_NON_BLOCKING))
+        first = session.infer(feeds)
+        second = session.infer(feeds)  # a replay where the capture succeeded
+        np.testing.assert_array_equal(first["matches0"], second["matches0"])
+        if not session._backend.runtime_captures_graphs:
+            assert session._slots[0].graph is not None and outcomes == ["ok"], outcomes
 
 
 def test_engine_for_another_gpu_is_refused(gpu_engines, tmp_path):

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import threading
 from functools import cached_property
 
 from trt.errors import BuildError, EngineError, UserError
@@ -99,12 +100,13 @@ class Backend:
 
     # -- serving -------------------------------------------------------------------------------------------
     def create_execution_context(self, engine, runtime_cache=None, fixed_shapes: bool = False,
-                                 cuda_graphs: bool = False) -> tuple[object, tuple]:
+                                 cuda_graphs: bool = False, eager_kernels: bool = False) -> tuple[object, tuple]:
         """An execution context that holds activation memory for the one profile it is bound to
         (``ON_PROFILE_CHANGE``: the default ``STATIC`` sizes every context for the largest profile).
 
         Returns the context and the objects it uses by reference, to be kept while it lives.
-        ``fixed_shapes``: the context always runs one shape; ``cuda_graphs``: replay CUDA graphs.
+        ``fixed_shapes``: the context always runs one shape; ``cuda_graphs``: replay CUDA graphs;
+        ``eager_kernels``: compile shape-specialised kernels before a new shape's first run (tensorrt-rtx).
         """
         strategy = self.module.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
         return engine.create_execution_context(strategy), ()
@@ -195,16 +197,21 @@ class TensorRTRTX(Backend):
             if not config.set_compute_capability(self.targets()[target], index):
                 raise BuildError(f"tensorrt-rtx refused compute capability {target}")
 
-    def create_execution_context(self, engine, runtime_cache=None, fixed_shapes=False, cuda_graphs=False):
+    def create_execution_context(self, engine, runtime_cache=None, fixed_shapes=False, cuda_graphs=False,
+                                 eager_kernels=False):
         trt = self.module
         config = engine.create_runtime_config()
         config.set_execution_context_allocation_strategy(trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE)
         if runtime_cache is not None and not config.set_runtime_cache(runtime_cache):
             raise EngineError("tensorrt-rtx refused the runtime cache")
-        # A context that always runs one shape compiles that shape's kernels at once (and caches them);
-        # with varying shapes, the default compiles them in the background and runs generic ones meanwhile.
+        # DynamicShapesKernelSpecializationStrategy (tensorrt_rtx docstring): LAZY compiles a new shape's
+        # specialised kernels in the background and runs a fallback kernel until they are ready, EAGER compiles
+        # them "in a blocking fashion" before the run. A context that always runs one shape, or one whose
+        # results and timings must not come from fallback kernels (eager_kernels), compiles at once (and caches
+        # them); with varying shapes LAZY keeps a new shape's first requests fast.
         kernels = trt.DynamicShapesKernelSpecializationStrategy
-        config.dynamic_shapes_kernel_specialization_strategy = kernels.EAGER if fixed_shapes else kernels.LAZY
+        eager = fixed_shapes or eager_kernels
+        config.dynamic_shapes_kernel_specialization_strategy = kernels.EAGER if eager else kernels.LAZY
         # Manual stream capture needs an engine built for user-allocated memory (REQUIRE_USER_ALLOCATION):
         # the runtime's own capture needs nothing of the kind and captures after the kernels are ready.
         graphs = trt.CudaGraphStrategy
@@ -251,7 +258,9 @@ def make_logger(backend: Backend, echo_warnings: bool = True):
     with the warnings ``FATAL_WARNINGS`` names, and prints warnings to stderr when ``echo_warnings``.
 
     One per module and process, because TensorRT keeps the first logger it is given and ignores (with a
-    warning) any other; callers clear ``errors`` before a step whose errors they report.
+    warning) any other. ``errors`` is the calling thread's own list (TensorRT logs an API call's errors on
+    the thread that made the call), so that sessions serving from several threads never read each other's
+    errors; callers clear it before a step whose errors they report.
     """
     logger = _LOGGERS.get(backend.module)
     if logger is None:
@@ -261,8 +270,15 @@ def make_logger(backend: Backend, echo_warnings: bool = True):
         class CapturingLogger(base):
             def __init__(self):
                 base.__init__(self)
-                self.errors: list[str] = []
+                self._local = threading.local()
                 self.echo_warnings = True
+
+            @property
+            def errors(self) -> list[str]:
+                """This thread's error messages."""
+                if not hasattr(self._local, "errors"):
+                    self._local.errors = []
+                return self._local.errors
 
             def log(self, level, message):
                 if level in (severity.INTERNAL_ERROR, severity.ERROR):

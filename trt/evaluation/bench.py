@@ -191,8 +191,8 @@ def openvino_backends(onnx_path: Path, threads: int, batches, notes: list[str]) 
 def onnxruntime_backends(onnx_path: Path, threads: int) -> list[Backend]:
     import onnxruntime
 
+    from trt.gpu import cuda_devices
     from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-    from trt.runtime.tensorrt_session import cuda_devices
 
     backends = [runner_backend("onnxruntime-cpu", "cpu", OnnxRuntimeSession(onnx_path, threads=threads))]
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and cuda_devices():
@@ -203,7 +203,8 @@ def onnxruntime_backends(onnx_path: Path, threads: int) -> list[Backend]:
 
 
 def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: bool) -> list[Backend]:
-    from trt.runtime.tensorrt_session import TensorRTSession, tensorrt_unavailable
+    from trt.runtime.tensorrt_engine import tensorrt_unavailable
+    from trt.runtime.tensorrt_session import TensorRTSession
 
     reason = tensorrt_unavailable(None)
     if reason:

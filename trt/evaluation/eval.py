@@ -327,7 +327,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     from trt.datasets import shared_data_dir
     from trt.runtime.onnxruntime_session import physical_cores
     from trt.runtime.openvino_session import openvino_unavailable
-    from trt.runtime.tensorrt_session import tensorrt_unavailable
+    from trt.runtime.tensorrt_engine import tensorrt_unavailable
 
     preset = get_preset(conf) if isinstance(conf, str) else conf
     data_dir = Path(data_dir) if data_dir is not None else shared_data_dir()

@@ -227,7 +227,7 @@ def cached_engine(onnx_path: Path, precision: str, overwrite: bool = False) -> P
     """A TensorRT engine for this machine's GPU built from ``onnx_path`` (all the profiles of
     ``profiles/<extractor>.toml``), beside it, reused when present and newer than the ONNX."""
     from trt.engine.builder import build_engine
-    from trt.runtime.tensorrt_session import cuda_devices
+    from trt.gpu import cuda_devices
 
     engine = onnx_path.with_name(f"{onnx_path.stem}-{precision}.engine")
     if not overwrite and engine.is_file() and engine.stat().st_mtime >= onnx_path.stat().st_mtime:
@@ -240,9 +240,10 @@ def cached_engine(onnx_path: Path, precision: str, overwrite: bool = False) -> P
 
 def machine_info(threads: int) -> dict:
     """CPU, core counts, GPUs and package versions, for the JSON records."""
+    from trt.gpu import cuda_devices
     from trt.runtime.cpu import cpu_info
     from trt.runtime.openvino_session import openvino_unavailable
-    from trt.runtime.tensorrt_session import cuda_devices, tensorrt_unavailable
+    from trt.runtime.tensorrt_engine import tensorrt_unavailable
 
     versions = {}
     for package in PACKAGES:

@@ -387,7 +387,9 @@ class Runner:
         """Outputs of the model for one request (a dict of the contract's inputs)."""
         if not self.is_active:
             raise UserError(f"{self.name} is not active: call activate() or use it in a with-block")
-        index = select_profile(self.profiles, self.contract.check_feeds(feeds))
+        # The profiles callers pad to: with CUDA graphs a request padded to one profile's opt must run on that
+        # profile's slot, not on a smaller full profile that also holds its shape (overlapping buckets).
+        index = select_profile(self.request_profiles, self.contract.check_feeds(feeds))
         start = time.perf_counter()
         outputs, timings = self.infer_impl(feeds, index)
         self._local.timings = {**timings, "total": time.perf_counter() - start}

@@ -36,14 +36,14 @@ from trt.fileio import sha256_file
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.runtime.openvino_session import MODES, PRECISIONS, OpenVINOSession, openvino_unavailable
-from trt.runtime.tensorrt_session import (
-    TensorRTSession,
+from trt.runtime.tensorrt_engine import (
     check_source_onnx,
     profiles_from_manifest,
     read_engine,
     source_onnx_path,
     tensorrt_unavailable,
 )
+from trt.runtime.tensorrt_session import TensorRTSession
 from trt.validation import (
     check_features,
     check_matcher_manifest,

@@ -4,10 +4,12 @@ Put ``tests/emulator`` first on ``PYTHONPATH`` and ``import tensorrt_rtx`` / ``t
 / ``cuda.bindings.driver`` give these emulations, so that the project's real TensorRT session code runs
 end to end on a machine without a GPU:
 
-- ``gpu``: one emulated GPU. Device memory is host numpy arrays behind integer addresses; streams keep
-  their work in order and run it when synchronized (so a missing synchronize reads stale data, as on a
-  GPU); stream capture records work into graphs that replay exactly what they recorded; the driver's and
-  pycuda's per-thread context stacks follow pycuda 2026.1's source and the CUDA driver API.
+- ``gpu``: the emulated GPUs (one per compute capability in ``TRT_EMULATOR_COMPUTE_CAPABILITY``). Device memory
+  is host numpy arrays behind 256-byte-aligned integer addresses; streams keep their work in order and run it
+  when synchronized (so a missing synchronize reads stale data, as on a GPU); stream capture records work into
+  graphs that replay exactly what they recorded, under CUDA's capture rules (capture modes, calls forbidden
+  during capture, the legacy default stream against blocking streams, the runtime's per-thread last error);
+  the driver's and pycuda's per-thread context stacks follow pycuda 2026.1's source and the CUDA driver API.
 - ``runtime``: ``Runtime``, ``ICudaEngine``, ``IExecutionContext`` (and tensorrt-rtx's ``IRuntimeConfig``,
   ``IRuntimeCache``). ``deserialize_cuda_engine`` finds the engine's manifest (``X.engine.json`` beside an
   engine the process opened, named on the command line or in ``$TRT_EMULATOR_ENGINES``) and runs its source ONNX on ONNX
@@ -17,9 +19,11 @@ end to end on a machine without a GPU:
 
 Only names the real packages have exist on the emulated modules (``tests/test_tensorrt_emulated.py``
 checks them against the installed ``tensorrt_rtx`` and ``cuda.bindings``); what is emulated refuses what
-the real runtime refuses. Environment: ``TRT_EMULATOR_COMPUTE_CAPABILITY`` (the GPU's, default 8.9),
-``TRT_EMULATOR_MEMORY_MIB`` (device memory, default 16384), ``TRT_EMULATOR_ENGINES`` (engines or manifests
-to know, separated by ``os.pathsep``).
+the real runtime refuses. ``tensorrt`` stands in for full TensorRT 10, build path included (see its
+docstring). Environment: ``TRT_EMULATOR_COMPUTE_CAPABILITY`` (each GPU's, comma-separated, default 8.9),
+``TRT_EMULATOR_MEMORY_MIB`` (device memory per GPU, default 16384), ``TRT_EMULATOR_ENGINES`` (engines or
+manifests to know, separated by ``os.pathsep``), ``TRT_EMULATOR_TENSORRT_VERSION`` (the emulated full
+TensorRT's version, default 10.14.1.48).
 """
 
 import os

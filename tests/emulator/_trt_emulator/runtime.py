@@ -6,16 +6,35 @@ or "tensorrt" (the builder names of the manifest). What the emulator refuses, as
 - an engine of another builder or version, or (tensorrt-rtx) built for none of the GPU's compute capability;
 - an input shape outside the active profile (``set_input_shape`` returns False), and output shapes stay -1
   until every input shape is set;
-- ``execute_async_v3`` without every shape and address, on an unknown stream, or during stream capture
-  where capture is not allowed: before the context's first (warm-up) run, and on tensorrt-rtx without
-  user-allocated memory (``is_stream_capturable`` is False then);
+- ``set_tensor_address`` of a pointer that is not 256-byte aligned or not inside a live device allocation of
+  the context's device (``NvInferRuntime.h``, ``setTensorAddress``: "The pointer must have at least 256-byte
+  alignment"; the address must "point to a device buffer of sufficient size and alignment");
+- ``execute_async_v3`` without every shape and address, on an unknown stream or one of another device, or
+  during stream capture where capture is not allowed: before the context's first (warm-up) run, on
+  tensorrt-rtx without user-allocated memory (``is_stream_capturable`` is False then), and on a capture
+  another call has invalidated. Such a failed launch during capture sets the CUDA runtime's last error of the
+  thread (``_trt_emulator.gpu``), and an enqueue that finds a last error left behind fails with it (TensorRT
+  checks its launches with the runtime API) until someone clears it;
 - a runtime cache of another GPU or version, or deserialized without a current CUDA context.
+
+Versions: full TensorRT's ``ICudaEngine`` has ``get_device_memory_size_for_profile_v2`` and
+``device_memory_size_v2`` from 10.1 on only (NVIDIA's C++ API member lists of 10.0.0 and 10.8.0), the v1 names
+through 10.x; tensorrt-rtx the v2 only. The emulated ``tensorrt`` takes its version from
+``TRT_EMULATOR_TENSORRT_VERSION``.
+
+tensorrt-rtx's own CUDA graphs (``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``) are captured on the caller's stream
+by the same capture rules, so they can fail (a legacy-stream call by another thread while a blocking stream
+captures): the run then goes on without a graph, as the runtime's documentation leaves it, and the failure is
+counted in ``RUNTIME_CAPTURE_FAILURES``.
 
 Activation memory per profile is an emulated size (``activation_bytes``), reserved on the emulated GPU
 as the allocation strategy says: STATIC the largest profile's, ON_PROFILE_CHANGE the active one's,
 USER_MANAGED none. tensorrt-rtx's just-in-time kernel compilation is counted in ``COMPILED`` (per
 engine, GPU and, when specialized, shape), and kept in the runtime cache; its runtime CUDA graphs in
-``RUNTIME_GRAPHS``.
+``RUNTIME_GRAPHS``. Its ``DynamicShapesKernelSpecializationStrategy`` as the tensorrt_rtx docstring states it:
+LAZY runs a new shape on fallback kernels while the specialised ones compile in the background (ready for the
+next run), EAGER compiles them before the run, NONE always runs fallback kernels; every run on fallback
+kernels is counted in ``FALLBACK_RUNS``.
 """
 
 import hashlib
@@ -27,12 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
-from _trt_emulator.gpu import GPU, CudaError, compute_capability
+from _trt_emulator.gpu import GPU, THREAD_LOCAL, CudaError, compute_capability
 
 ENGINES_VARIABLE = "TRT_EMULATOR_ENGINES"
 CACHE_FORMAT = "emulated-tensorrt-rtx-runtime-cache/1"
 COMPILED: list[tuple] = []  # every kernel compilation: (engine sha256, compute capability, shapes or "generic")
 RUNTIME_GRAPHS: list[tuple] = []  # every CUDA graph the runtime captured itself: (engine sha256, shapes)
+FALLBACK_RUNS: list[tuple] = []  # tensorrt-rtx runs on fallback (not shape-specialized) kernels: COMPILED's keys
+RUNTIME_CAPTURE_FAILURES: list[tuple] = []  # every capture of its own that failed: (engine sha256, shapes)
 _lock = threading.Lock()
 
 
@@ -41,8 +62,18 @@ def activation_bytes(profile_max_shapes: dict[str, tuple]) -> int:
     return 64 * sum(int(np.prod(shape)) for shape in profile_max_shapes.values())
 
 
+def _current_device() -> int:
+    """The device TensorRT works on: the current context's (the CUDA runtime's current device, 0 by default)."""
+    device = GPU.current_device()
+    return 0 if device is None else device
+
+
 def _gpu_capability() -> str:
-    return "%d.%d" % compute_capability()
+    return "%d.%d" % compute_capability(_current_device())
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2])
 
 
 def known_manifests() -> list[Path]:
@@ -128,6 +159,8 @@ def make_runtime(module, flavour: str) -> dict:
     """The runtime classes of an emulated TensorRT module (``module`` gives its real enums and logger)."""
     trt = module
     rtx = flavour == "tensorrt-rtx"
+    has_v2 = rtx or _version(trt.__version__) >= (10, 1)  # the *_v2 memory sizes
+    has_v1 = not rtx  # the v1 memory sizes: full TensorRT 10 (deprecated from 10.1, still there)
     strategies = trt.ExecutionContextAllocationStrategy
     dtypes = {np.dtype(np.float32): trt.DataType.FLOAT, np.dtype(np.float16): trt.DataType.HALF,
               np.dtype(np.int32): trt.DataType.INT32, np.dtype(np.int64): trt.DataType.INT64,
@@ -204,11 +237,12 @@ def make_runtime(module, flavour: str) -> dict:
             self._reservation = None
             self._user_memory = None
             self._warmed_up = False  # TensorRT's deferred set-up runs in the first enqueue
-            self._runtime_graphs: set = set()
+            self._runtime_graphs: dict = {}  # tensorrt-rtx's own graphs: (shapes, addresses) -> Graph
+            self._device = _current_device()
             if strategy == strategies.STATIC:
-                self._reserve(engine.device_memory_size_v2)
+                self._reserve(engine._memory_size())
             elif strategy == strategies.ON_PROFILE_CHANGE:
-                self._reserve(engine.get_device_memory_size_for_profile_v2(0))
+                self._reserve(engine._profile_memory_size(0))
 
         def __del__(self):
             if self._reservation is not None:
@@ -217,7 +251,7 @@ def make_runtime(module, flavour: str) -> dict:
         def _reserve(self, nbytes: int) -> None:
             if self._reservation is not None:
                 GPU.unreserve(self._reservation)
-            self._reservation = GPU.reserve(nbytes)
+            self._reservation = GPU.reserve(nbytes, self._device)
 
         @property
         def engine(self):
@@ -234,7 +268,7 @@ def make_runtime(module, flavour: str) -> dict:
             if profile_index != self._profile:
                 self._profile, self._shapes = profile_index, {}
                 if self._strategy == strategies.ON_PROFILE_CHANGE:
-                    self._reserve(self._engine.get_device_memory_size_for_profile_v2(profile_index))
+                    self._reserve(self._engine._profile_memory_size(profile_index))
             return True
 
         def set_input_shape(self, name, shape):
@@ -268,7 +302,16 @@ def make_runtime(module, flavour: str) -> dict:
             if name not in self._engine._names:
                 log_error(self._engine._logger, f"setTensorAddress: no tensor {name}")
                 return False
-            self._addresses[name] = int(memory)
+            address = int(memory)
+            if address % 256:
+                log_error(self._engine._logger, f"setTensorAddress: the address of {name} ({address:#x}) is not "
+                                                "256-byte aligned")
+                return False
+            if GPU.device_of(address) != self._device:
+                log_error(self._engine._logger, f"setTensorAddress: the address of {name} ({address:#x}) is not "
+                                                f"device memory of GPU {self._device}")
+                return False
+            self._addresses[name] = address
             return True
 
         def get_tensor_address(self, name):
@@ -278,7 +321,7 @@ def make_runtime(module, flavour: str) -> dict:
             if self._strategy != strategies.USER_MANAGED:
                 log_error(self._engine._logger, "setDeviceMemory: the context was not created with USER_MANAGED memory")
                 return
-            if size < self._engine.get_device_memory_size_for_profile_v2(self._profile):
+            if size < self._engine._profile_memory_size(self._profile):
                 log_error(self._engine._logger, "setDeviceMemory: the memory is smaller than the profile needs")
                 return
             self._user_memory = (int(memory), int(size))
@@ -290,12 +333,18 @@ def make_runtime(module, flavour: str) -> dict:
         def execute_async_v3(self, stream_handle):
             logger, model = self._engine._logger, self._engine._model
             stream = GPU.streams.get(int(stream_handle))
+            if stream is not None and stream.device != self._device:
+                stream = None  # a stream of another device's context is no stream here
             missing = self.infer_shapes()
             unbound = [name for name in self._engine._names if name not in self._addresses]
             if stream is None or missing or unbound:
                 log_error(logger, f"enqueueV3: {'an unknown stream' if stream is None else ''}"
                                   f"{' input shapes not set: ' + ', '.join(missing) if missing else ''}"
                                   f"{' no address for: ' + ', '.join(unbound) if unbound else ''}")
+                return False
+            left_behind = GPU.take_last_error()
+            if left_behind != "cudaSuccess":
+                log_error(logger, f"enqueueV3: CUDA runtime error {left_behind} (from an earlier call)")
                 return False
             if self._strategy == strategies.USER_MANAGED and self._user_memory is None:
                 log_error(logger, "enqueueV3: USER_MANAGED context without device memory")
@@ -306,31 +355,63 @@ def make_runtime(module, flavour: str) -> dict:
                     refusal = "stream capture needs user-allocated memory (REQUIRE_USER_ALLOCATION)"
                 elif not self._warmed_up:
                     refusal = "the first enqueue does deferred set-up that cannot be captured"
+                elif stream.capture_invalidated:
+                    refusal = "the stream's capture was invalidated by an earlier call"
                 if refusal:
                     stream.invalidate_capture()
+                    GPU.set_last_error("cudaErrorStreamCaptureInvalidated")
                     log_error(logger, f"enqueueV3: {refusal}")
                     return False
             shapes, addresses = dict(self._shapes), dict(self._addresses)
+            work = lambda: model.run(shapes, addresses)  # noqa: E731
             if rtx:
-                self._just_in_time(shapes, addresses)
-            stream.enqueue(lambda: model.run(shapes, addresses))
+                self._just_in_time(shapes, addresses, stream, work)
+            else:
+                stream.enqueue(work)
             self._warmed_up = True
             return True
 
-        def _just_in_time(self, shapes: dict, addresses: dict) -> None:
-            """tensorrt-rtx: shape-specialized kernels as the config's strategy says; its own CUDA graphs."""
+        def _just_in_time(self, shapes: dict, addresses: dict, stream, work) -> None:
+            """tensorrt-rtx: shape-specialized kernels as the config's strategy says; ``work`` on the stream, from
+            its own CUDA graph (captured once per shapes and addresses) where the config asks for them."""
             config, engine = self._config, self._engine
             kernels = trt.DynamicShapesKernelSpecializationStrategy
             strategy = config.dynamic_shapes_kernel_specialization_strategy if config else kernels.LAZY
             key = (engine._model.sha256, _gpu_capability(), json.dumps(sorted(shapes.items())))
-            if strategy != kernels.NONE:
-                engine._cache_for(config)._compile(key)  # LAZY compiles in the background: counted all the same
-            graphs = config.cuda_graph_strategy if config else trt.CudaGraphStrategy.DISABLED
-            graph_key = (key[2], json.dumps(sorted(addresses.items())))
-            if graphs == trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE and graph_key not in self._runtime_graphs:
-                self._runtime_graphs.add(graph_key)
+            cache = engine._cache_for(config)
+            if strategy == kernels.NONE or (strategy == kernels.LAZY and key not in cache._kernels):
                 with _lock:
-                    RUNTIME_GRAPHS.append((engine._model.sha256, key[2]))
+                    FALLBACK_RUNS.append(key)  # this run uses the fallback kernels
+            if strategy != kernels.NONE:
+                cache._compile(key)  # EAGER before the run; LAZY in the background, ready for the next run
+            graphs = config.cuda_graph_strategy if config else trt.CudaGraphStrategy.DISABLED
+            if graphs != trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE or stream.capture is not None:
+                stream.enqueue(work)
+                return
+            graph_key = (key[2], json.dumps(sorted(addresses.items())))
+            graph = self._runtime_graphs.get(graph_key)
+            if graph is None:
+                graph = self._capture(stream, work, key[2])
+                if graph is None:
+                    stream.enqueue(work)  # the run goes on without a graph
+                    return
+                self._runtime_graphs[graph_key] = graph
+            graph.launch(stream)
+
+        def _capture(self, stream, work, shapes_key: str):
+            """The runtime's own capture of ``work`` on the caller's stream (work already queued stays queued)."""
+            sha256 = self._engine._model.sha256
+            if stream.begin_capture(THREAD_LOCAL, require_idle=False) != "CUDA_SUCCESS":
+                graph = None
+            else:
+                try:
+                    stream.enqueue(work)
+                except CudaError:
+                    pass  # an invalidated capture: end_capture says so
+                _, graph = stream.end_capture()
+            with _lock:
+                (RUNTIME_GRAPHS if graph is not None else RUNTIME_CAPTURE_FAILURES).append((sha256, shapes_key))
+            return graph
 
     class ICudaEngine:
         def __init__(self, model: EngineModel, logger):
@@ -371,12 +452,27 @@ def make_runtime(module, flavour: str) -> dict:
             shapes = self._model.profiles[profile_index][name]
             return [trt.Dims(shapes[k]) for k in ("min", "opt", "max")]
 
-        def get_device_memory_size_for_profile_v2(self, profile_index):
+        def _profile_memory_size(self, profile_index):
             return activation_bytes({n: s["max"] for n, s in self._model.profiles[profile_index].items()})
 
-        @property
-        def device_memory_size_v2(self):
-            return max(self.get_device_memory_size_for_profile_v2(i) for i in range(self.num_optimization_profiles))
+        def _memory_size(self):
+            return max(self._profile_memory_size(i) for i in range(self.num_optimization_profiles))
+
+        if has_v2:
+            def get_device_memory_size_for_profile_v2(self, profile_index):
+                return self._profile_memory_size(profile_index)
+
+            @property
+            def device_memory_size_v2(self):
+                return self._memory_size()
+
+        if has_v1:
+            def get_device_memory_size_for_profile(self, profile_index):
+                return self._profile_memory_size(profile_index)
+
+            @property
+            def device_memory_size(self):
+                return self._memory_size()
 
         def create_execution_context(self, strategy=strategies.STATIC):
             config = None
@@ -409,6 +505,9 @@ def make_runtime(module, flavour: str) -> dict:
 
         def deserialize_cuda_engine(self, serialized_engine):
             data = bytes(serialized_engine)
+            if data[:4] != (b"vtrt" if rtx else b"ftrt"):
+                log_error(self._logger, "Serialization assertion failed: the engine's magic tag is not this runtime's")
+                return None
             sha256 = hashlib.sha256(data).hexdigest()
             found = find_manifest(sha256)
             if found is None:

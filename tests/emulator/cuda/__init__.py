@@ -1,1 +1,1 @@
-"""Emulated cuda-python (tests/emulator): only ``cuda.bindings.driver``, see ``_trt_emulator``."""
+"""Emulated cuda-python (tests/emulator): ``cuda.bindings.driver`` and ``.runtime``, see ``_trt_emulator``."""

@@ -8,7 +8,15 @@ and does nothing from another thread. Objects that need a context (allocations, 
 page-locked memory) need one current when they are made; freeing an allocation from a thread where its
 context is not current and that did not make it fails with pycuda's "clean-up operation failed" warning
 and leaks, as pycuda does.
+
+Streams take pycuda's ``flags`` (passed to ``cuStreamCreate``: ``CU_STREAM_NON_BLOCKING`` = 1); events take
+``event_flags`` (``cuEventCreate``): ``synchronize`` on an event made without BLOCKING_SYNC busy-waits
+(counted in ``GPU.spin_waits``: ``cuEventSynchronize``'s docstring), and ``time_since`` refuses an event made
+with DISABLE_TIMING. Calls without a stream use the legacy default stream, with its capture rules (``gpu``).
+Every object belongs to the device of the context current when it was made.
 """
+
+import enum as _enum
 
 import threading as _threading
 import warnings as _warnings
@@ -18,7 +26,7 @@ import numpy as _np
 from _trt_emulator.gpu import GPU as _GPU
 from _trt_emulator.gpu import CudaError as _CudaError
 from _trt_emulator.gpu import Stream as _GpuStream
-from _trt_emulator.gpu import compute_capability as _compute_capability
+from _trt_emulator.gpu import compute_capabilities as _compute_capabilities
 from _trt_emulator.gpu import now as _now
 
 
@@ -42,6 +50,16 @@ class RuntimeError(Error):  # noqa: A001 - pycuda's name
     pass
 
 
+class event_flags(_enum.IntFlag):  # noqa: N801 - pycuda's name; values of cuda.h's CUevent_flags
+    DEFAULT = 0
+    BLOCKING_SYNC = 1
+    DISABLE_TIMING = 2
+    INTERPROCESS = 4
+
+
+_STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
+
+
 def _raise(call: str, error: _CudaError):
     kind = MemoryError if error.code == "CUDA_ERROR_OUT_OF_MEMORY" else LogicError
     raise kind(f"{call} failed: {error}") from None
@@ -58,8 +76,8 @@ def _need_init(call: str) -> None:
 
 def mem_get_info():
     """(free, total) bytes of device memory."""
-    _acquire_context("mem_get_info")
-    return _GPU.total - _GPU.used, _GPU.total
+    device = _acquire_context("mem_get_info")._device.ordinal
+    return _GPU.total - _GPU.used(device), _GPU.total
 
 
 class Device:
@@ -72,20 +90,20 @@ class Device:
     @staticmethod
     def count():
         _need_init("cuDeviceGetCount")
-        return 1
+        return _GPU.device_count
 
     def name(self):
-        return "Emulated GPU (SM %d.%d)" % _compute_capability()
+        return "Emulated GPU (SM %d.%d)" % self.compute_capability()
 
     def compute_capability(self):
-        return _compute_capability()
+        return _compute_capabilities()[self.ordinal]
 
     def total_memory(self):
         return _GPU.total
 
     def retain_primary_context(self):
         with _GPU.lock:
-            _GPU.primary_retains += 1
+            _GPU.retains[self.ordinal] = _GPU.retains.get(self.ordinal, 0) + 1
         return Context(self)
 
     def __eq__(self, other):
@@ -108,7 +126,7 @@ class Context:
 
     @property
     def handle(self):
-        return _GPU.primary_handle
+        return _GPU.primary_handle(self._device.ordinal)
 
     def push(self):
         _prepare_context_switch()
@@ -151,10 +169,10 @@ class Context:
             raise LogicError("context::detach failed: invalid device context - cannot detach from invalid context")
         active = _current_context() is self
         if active:
-            _GPU.release_primary()
+            _GPU.release_primary(self._device.ordinal)
         elif self._thread == _threading.get_ident():
             _GPU.driver_stack().append(self.handle)
-            _GPU.release_primary()  # pycuda's comment says the pop is implicit: for a primary context it is not
+            _GPU.release_primary(self._device.ordinal)  # pycuda's comment says the pop is implicit: for a primary context it is not
         # else: from another thread pycuda assumes the context is already gone, and does nothing
         self._valid = False
         if active:
@@ -207,7 +225,7 @@ class DeviceAllocation:
     def __init__(self, nbytes):
         self._context = _acquire_context("cuMemAlloc")
         try:
-            self._address = _GPU.alloc(nbytes)
+            self._address = _GPU.alloc(nbytes, self._context._device.ordinal)
         except _CudaError as error:
             _raise("cuMemAlloc", error)
         self._valid = True
@@ -240,13 +258,17 @@ def mem_alloc(bytesize):
 
 def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
     _acquire_context("cuMemHostAlloc")
+    try:
+        _GPU.check_unsafe_call("cuMemHostAlloc")
+    except _CudaError as error:
+        _raise("cuMemHostAlloc", error)
     return _np.empty(shape, dtype, order=order)
 
 
 class Stream:
     def __init__(self, flags=0):
         self._context = _acquire_context("cuStreamCreate")
-        self._stream = _GpuStream(_GPU)
+        self._stream = _GpuStream(_GPU, self._context._device.ordinal, blocking=not int(flags) & _STREAM_NON_BLOCKING)
 
     @property
     def handle(self):
@@ -262,13 +284,19 @@ class Stream:
         return not self._stream.pending
 
 
-def _stream_of(stream) -> _GpuStream:
-    if stream is None:
-        raise LogicError("the emulator has no default stream: pass a Stream")
-    return stream._stream
+def _submit(call: str, work, stream) -> None:
+    """Put ``work`` on ``stream``; without one, run it at once on the legacy default stream of the current device."""
+    try:
+        if stream is not None:
+            stream._stream.enqueue(work)
+            return
+        _GPU.use_legacy_stream(call, _acquire_context(call)._device.ordinal)
+        work()
+    except _CudaError as error:
+        _raise(call, error)
 
 
-def memcpy_htod_async(dest, src, stream=None):
+def _htod(dest, src):
     source = _np.asarray(src)
     if not source.flags.c_contiguous:
         raise TypeError("expected a contiguous buffer")
@@ -277,7 +305,15 @@ def memcpy_htod_async(dest, src, stream=None):
     def copy():
         _GPU.view(address, source.nbytes)[:] = source.reshape(-1).view(_np.uint8)
 
-    _stream_of(stream).enqueue(copy)
+    return copy
+
+
+def memcpy_htod_async(dest, src, stream=None):
+    _submit("cuMemcpyHtoDAsync", _htod(dest, src), stream)
+
+
+def memcpy_htod(dest, src):
+    _submit("cuMemcpyHtoD", _htod(dest, src), None)
 
 
 def memcpy_dtoh_async(dest, src, stream=None):
@@ -288,28 +324,33 @@ def memcpy_dtoh_async(dest, src, stream=None):
     def copy():
         dest.reshape(-1).view(_np.uint8)[:] = _GPU.view(address, dest.nbytes)
 
-    _stream_of(stream).enqueue(copy)
+    _submit("cuMemcpyDtoHAsync", copy, stream)
 
 
 class Event:
     def __init__(self, flags=0):
         _acquire_context("cuEventCreate")
+        self._flags = event_flags(int(flags))
         self._time = None
         self._marker = None
         self._stream = None
 
     def record(self, stream=None):
-        gpu_stream = _stream_of(stream)
+        if stream is None:
+            raise LogicError("the emulator records events on a Stream only")
         self._time = None
 
         def mark():
             self._time = _now()
 
-        self._marker, self._stream = mark, gpu_stream
-        gpu_stream.enqueue(mark)
+        self._marker, self._stream = mark, stream._stream
+        _submit("cuEventRecord", mark, stream)
         return self
 
     def synchronize(self):
+        if not self._flags & event_flags.BLOCKING_SYNC:
+            with _GPU.lock:
+                _GPU.spin_waits += 1  # cuEventSynchronize: without CU_EVENT_BLOCKING_SYNC the CPU thread busy-waits
         if self._stream is not None:
             try:
                 self._stream.run_until(self._marker)
@@ -321,6 +362,8 @@ class Event:
         return self._time is not None
 
     def time_since(self, event):
+        if (self._flags | event._flags) & event_flags.DISABLE_TIMING:
+            raise LogicError("cuEventElapsedTime failed: invalid resource handle")  # CUDA_ERROR_INVALID_HANDLE
         if self._time is None or event._time is None:
             raise LogicError("cuEventElapsedTime failed: device not ready")
         return (self._time - event._time) * 1e3

@@ -5,9 +5,17 @@ makes, with cuda-python's names, return tuples and CUresult values, on the emula
 import enum as _enum
 
 from _trt_emulator.gpu import GPU as _GPU
+from _trt_emulator.gpu import CudaError as _CudaError
 
 
-class CUresult(_enum.IntEnum):  # values of cuda.h
+class _EnumType(_enum.EnumMeta):
+    """cuda-python's enums (``FastEnum``) take attribute access and calls by value, not ``Enum[name]``."""
+
+    def __getitem__(cls, name):
+        raise TypeError(f"type '{cls.__name__}' is not subscriptable")
+
+
+class CUresult(_enum.IntEnum, metaclass=_EnumType):  # values of cuda.h
     CUDA_SUCCESS = 0
     CUDA_ERROR_INVALID_VALUE = 1
     CUDA_ERROR_OUT_OF_MEMORY = 2
@@ -17,13 +25,23 @@ class CUresult(_enum.IntEnum):  # values of cuda.h
     CUDA_ERROR_ILLEGAL_ADDRESS = 700
     CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
     CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901
+    CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906
     CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD = 908
 
 
-class CUstreamCaptureMode(_enum.IntEnum):
+class CUstreamCaptureMode(_enum.IntEnum, metaclass=_EnumType):
     CU_STREAM_CAPTURE_MODE_GLOBAL = 0
     CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
     CU_STREAM_CAPTURE_MODE_RELAXED = 2
+
+
+class CUstream_flags(_enum.IntEnum, metaclass=_EnumType):  # noqa: N801 - cuda-python's name
+    CU_STREAM_DEFAULT = 0
+    CU_STREAM_NON_BLOCKING = 1
+
+
+def _result(code: str) -> CUresult:
+    return getattr(CUresult, code)
 
 
 class _Handle:
@@ -69,7 +87,16 @@ def cuStreamBeginCapture(hStream, mode):
         stream = _stream(hStream)
     except KeyError:
         return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
-    return (CUresult[stream.begin_capture(mode != CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED)],)
+    mode = CUstreamCaptureMode(int(mode)).name.removeprefix("CU_STREAM_CAPTURE_MODE_")
+    return (_result(stream.begin_capture(mode)),)
+
+
+def cuStreamGetFlags(hStream):
+    try:
+        stream = _stream(hStream)
+    except KeyError:
+        return CUresult.CUDA_ERROR_INVALID_HANDLE, None
+    return CUresult.CUDA_SUCCESS, int(CUstream_flags.CU_STREAM_DEFAULT if stream.blocking else CUstream_flags.CU_STREAM_NON_BLOCKING)
 
 
 def cuStreamEndCapture(hStream):
@@ -79,7 +106,7 @@ def cuStreamEndCapture(hStream):
         return CUresult.CUDA_ERROR_INVALID_HANDLE, None
     code, graph = stream.end_capture()
     if graph is None:
-        return CUresult[code], None
+        return _result(code), None
     handle = CUgraph(next(_GPU.handles))
     _graphs[int(handle)] = graph
     return CUresult.CUDA_SUCCESS, handle
@@ -102,7 +129,10 @@ def cuGraphLaunch(hGraphExec, hStream):
         return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
     if executable is None:
         return (CUresult.CUDA_ERROR_INVALID_VALUE,)
-    executable.launch(stream)
+    try:
+        executable.launch(stream)
+    except _CudaError as error:
+        return (_result(error.code),)
     return (CUresult.CUDA_SUCCESS,)
 
 

@@ -976,6 +976,7 @@ def test_gpu_check_says_what_could_not_run(tmp_path):
     assert "tensorrt-rtx cannot target this GPU (compute capability 9.0" in found and "nvcr.io/nvidia/tensorrt" in found
     assert missing_pieces({**environment, "gpus": ["8.9"]}) == []
     assert len(missing_pieces({**environment, "gpus": [], "tensorrt_backend": "no CUDA GPU was found"})) == 2
+    assert "nothing ran on a GPU" in missing_pieces({**environment, "gpus": ["8.9"], "emulated": True})[0]
     junit = tmp_path / "tests.xml"
     junit.write_text('<testsuites><testsuite><testcase name="test_a[tensorrt]"/>'
                      '<testcase name="test_b[tensorrt-rtx]"><skipped message="tensorrt-rtx: this GPU is not one&#10;more"/>'

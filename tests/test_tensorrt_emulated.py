@@ -928,6 +928,7 @@ def test_full_tensorrt_builds_weakly_typed_fp16_with_fp32_layers_pinned(emulated
     layers pinned under OBEY_PRECISION_CONSTRAINTS, full TensorRT's own engine header; the same flags on a
     strongly typed network are refused, as TensorRT 10's NetworkDefinitionCreationFlag.STRONGLY_TYPED says."""
     import tensorrt
+    from _trt_emulator import runtime
 
     from trt.engine.backends import get_backend
     from trt.engine.builder import ConfigFromProfiles, EngineBytesFromNetwork, NetworkFromOnnxPath
@@ -950,7 +951,7 @@ def test_full_tensorrt_builds_weakly_typed_fp16_with_fp32_layers_pinned(emulated
     standin = NetworkFromOnnxPath(full_onnx, backend, echo_warnings=False)()
     standin_profiles = load_profiles(GraphSignature.from_onnx(full_onnx), profiles_file)
     data = EngineBytesFromNetwork(standin, ConfigFromProfiles(standin_profiles, "fp16", progress=False)(standin))()
-    assert data[:4] == b"ftrt" and tensorrt.BUILDS[-1]["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert data[:4] == b"ftrt" and runtime.BUILDS[-1]["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
     assert full_engine.read_bytes()[:4] == b"ftrt"  # make engine with full TensorRT: its header
     tre.check_engine_header(full_engine, full_engine.read_bytes())
 
@@ -975,6 +976,7 @@ def test_gpu_check_says_what_could_not_run(tmp_path):
     assert "tensorrt-rtx cannot target this GPU (compute capability 9.0" in found and "nvcr.io/nvidia/tensorrt" in found
     assert missing_pieces({**environment, "gpus": ["8.9"]}) == []
     assert len(missing_pieces({**environment, "gpus": [], "tensorrt_backend": "no CUDA GPU was found"})) == 2
+    assert "nothing ran on a GPU" in missing_pieces({**environment, "gpus": ["8.9"], "emulated": True})[0]
     junit = tmp_path / "tests.xml"
     junit.write_text('<testsuites><testsuite><testcase name="test_a[tensorrt]"/>'
                      '<testcase name="test_b[tensorrt-rtx]"><skipped message="tensorrt-rtx: this GPU is not one&#10;more"/>'

@@ -59,6 +59,9 @@ def missing_pieces(environment_: dict) -> list[str]:
 
     found = []
     gpus = environment_["gpus"]
+    if environment_.get("emulated"):
+        found.append("the GPU, TensorRT, pycuda and cuda-python are the emulated ones of tests/emulator: nothing ran "
+                     "on a GPU, and the latencies are ONNX Runtime's on the CPU")
     if not gpus:
         found.append("no CUDA GPU was found: nothing ran on a GPU")
     if environment_["tensorrt_backend"] != "available":

@@ -51,6 +51,7 @@ from _trt_emulator.gpu import GPU, THREAD_LOCAL, CudaError, compute_capability
 ENGINES_VARIABLE = "TRT_EMULATOR_ENGINES"
 CACHE_FORMAT = "emulated-tensorrt-rtx-runtime-cache/1"
 COMPILED: list[tuple] = []  # every kernel compilation: (engine sha256, compute capability, shapes or "generic")
+BUILDS: list[dict] = []  # every build of the emulated full TensorRT: {"flags", "strongly_typed", "fp32_layers"}
 RUNTIME_GRAPHS: list[tuple] = []  # every CUDA graph the runtime captured itself: (engine sha256, shapes)
 FALLBACK_RUNS: list[tuple] = []  # tensorrt-rtx runs on fallback (not shape-specialized) kernels: COMPILED's keys
 RUNTIME_CAPTURE_FAILURES: list[tuple] = []  # every capture of its own that failed: (engine sha256, shapes)

@@ -15,7 +15,7 @@ Build API, as TensorRT 10's Python API documents it:
   page): the build warns that they are not enforced;
 - the engine is the tensorrt-rtx engine of the FP32 network (the emulated runtime runs the source ONNX
   anyway) under full TensorRT's header (``ftrt``, ``trt.engine.backends.TensorRT.plan_magic``), which only the
-  emulated ``tensorrt`` runtime loads. What the build was asked for is in ``BUILDS`` (flags, pinned layers).
+  emulated ``tensorrt`` runtime loads. Each build's flags and pinned layers go to ``_trt_emulator.runtime.BUILDS``.
 """
 
 import enum as _enum
@@ -40,6 +40,7 @@ from tensorrt_rtx_bindings import (  # noqa: F401 - names full TensorRT 10 share
     nptype,
 )
 
+from _trt_emulator.runtime import BUILDS as _BUILDS
 from _trt_emulator.runtime import make_runtime as _make_runtime
 
 __version__ = _os.environ.get("TRT_EMULATOR_TENSORRT_VERSION", "10.14.1.48")  # version-dependent API: _trt_emulator
@@ -50,7 +51,6 @@ _REDUCED = ("FP16", "INT8", "BF16")
 _CONSTRAINTS = ("OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS")
 BuilderFlag = _enum.IntEnum("BuilderFlag", {**{m: int(v) for m, v in _rtx.BuilderFlag.__members__.items()},
                                             **_PRECISION_FLAGS})
-BUILDS: list[dict] = []  # per build: {"flags": [...], "strongly_typed": bool, "fp32_layers": [...]}
 
 
 class IBuilderConfig:
@@ -184,7 +184,7 @@ class Builder:
         serialized = self._builder.build_serialized_network(network._network, config._config)
         if serialized is None:
             return None
-        BUILDS.append({"flags": sorted(flags), "strongly_typed": network.strongly_typed, "fp32_layers": pinned})
+        _BUILDS.append({"flags": sorted(flags), "strongly_typed": network.strongly_typed, "fp32_layers": pinned})
         data = bytearray(memoryview(serialized))
         data[:4] = b"ftrt"  # full TensorRT's header
         return _np.frombuffer(bytes(data), _np.uint8)

@@ -116,7 +116,7 @@ def test_build_print_trtexec_refuses_an_output_equal_to_its_onnx(standin, tmp_pa
 @pytest.mark.parametrize("argv, message", [
     (["--onnx", ""], "argument --onnx: the path is empty"),
     (["--onnx", "{folder}"], "ONNX file .* is a folder, not a file"),
-    (["--onnx", "{folder}/absent.onnx"], "ONNX file not found"),
+    (["--onnx", "{folder}/absent.onnx"], "ONNX file .*absent.onnx does not exist"),
     (["--onnx", "{onnx}", "--output", ""], "argument --output: the path is empty"),
     (["--onnx", "{onnx}", "--workspace", str(1 << 60)], "argument --workspace: the value must be an integer from 1"),
 ])

@@ -35,7 +35,7 @@ from trt.contract import DEFAULT_THRESHOLD
 from trt.errors import PairsFailed, UserError
 from trt.features.base import Features
 from trt.features.image import read_image
-from trt.fileio import check_writable, write_bytes_atomic, write_text_atomic
+from trt.fileio import check_writable, read_file_bytes, read_text, write_bytes_atomic, write_text_atomic
 from trt.runtime import outputs
 from trt.runtime.matcher import DEFAULT_RESIZE, Matcher, MatchResult
 
@@ -132,14 +132,7 @@ def read_pairs(path: Path, image_dir: Optional[Path] = None) -> PairsFile:
     image_dir = Path(image_dir) if image_dir is not None else path.parent
     if image_dir != path.parent and not image_dir.is_dir():
         raise UserError(f"the image folder {image_dir} does not exist")
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"no pairs file at {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"the pairs file {path} is a folder") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read pairs file {path}: {getattr(error, 'strerror', None) or error}") from None
+    lines = read_text(path, "pairs file").split("\n")
     entries: list[PairEntry] = []
     first_line: dict[tuple[str, str], int] = {}
     repeats: list[tuple[int, int]] = []
@@ -363,11 +356,11 @@ def check_job_settings(folder: Path, settings: dict, overwrite: bool = False) ->
     """Refuse a folder whose ``.job.json`` records other settings, unless ``overwrite`` (every pair is
     then redone): outputs of two settings must not mix."""
     path = Path(folder) / JOB_FILE
-    try:
-        previous = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return
-    except (OSError, ValueError):
+    try:
+        previous = json.loads(read_file_bytes(path, JOB_FILE, ValueError))
+    except ValueError:
         previous = {}  # unreadable: its outputs cannot be told to match
     if previous != settings and not overwrite:
         changed = [f"{key} {previous.get(key)!r} now {value!r}" for key, value in settings.items() if previous.get(key) != value]

@@ -39,6 +39,7 @@ settings), so a second start skips compilation.
 """
 
 import json
+import os
 import threading
 from collections import Counter
 import time
@@ -50,7 +51,7 @@ import numpy as np
 
 from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, concrete_shape
 from trt.errors import ContractError, EngineError, UserError
-from trt.fileio import sha256_file
+from trt.fileio import check_regular_file, read_file_bytes, sha256_file
 from trt.precision import REDUCED_SCOPES, reduced, scopes_from_metadata
 from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 from trt.runtime.cpu import CpuInfo, cpu_info
@@ -100,11 +101,11 @@ def bf16_gate_record(onnx_path: Path) -> tuple[Optional[dict], str]:
     the full gate (``GATE_PRESET``), whether it passed or not.
     """
     record_path = bf16_gate_path(onnx_path)
-    try:
-        record = json.loads(record_path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(record_path):
         return None, f"the bf16 accuracy gate has not been run for {Path(onnx_path).name} (no {record_path.name})"
-    except (OSError, ValueError) as error:
+    try:
+        record = json.loads(read_file_bytes(record_path, "the bf16 gate record"))
+    except (UserError, ValueError) as error:
         return None, f"cannot read the bf16 gate record {record_path}: {error}"
     if not isinstance(record, dict) or record.get("onnx_sha256") != sha256_file(onnx_path):
         return None, f"{record_path.name} is the bf16 gate record of another model"
@@ -240,8 +241,7 @@ class OpenVINOSession(Runner):
         if mode not in MODES:
             raise UserError(f"unknown OpenVINO mode {mode!r}: choose one of {', '.join(MODES)}")
         self.onnx_path = Path(onnx_path)
-        if not self.onnx_path.is_file():
-            raise EngineError(f"no ONNX model at {self.onnx_path}")
+        check_regular_file(self.onnx_path, "ONNX model", EngineError)
         self.precision, self.precision_reason = choose_precision(precision, self.onnx_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.mode = mode

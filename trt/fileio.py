@@ -35,13 +35,13 @@ _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _not_a_file(path: Path, what: str, mode: int | None) -> str | None:
+def _not_a_file(path: Path, what: str, mode: int) -> str | None:
     """Why ``path`` (of ``mode``, from stat) is not a readable file, or None if it is a regular file."""
-    if mode is None or stat.S_ISREG(mode):
+    if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
         return f"{what} {path} is a folder, not a file"
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
     return f"{what} {path} is {kind}, not a regular file: give the file itself"
 
 

@@ -32,7 +32,7 @@ from trt.errors import UserError  # noqa: E402
 from trt.evaluation.soak import BACKENDS, format_report, soak_backend  # noqa: E402
 
 EMULATOR = ROOT / "tests" / "emulator"
-DEFAULT_BUCKETS = (128, 256, 512, 1024)
+DEFAULT_BUCKETS = (64, 128, 256, 512)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--onnx", type=Path, help="matcher ONNX to build the engine from (default: the trained ALIKED "
                                                   "LightGlue, exported into --work-dir)")
     parser.add_argument("--buckets", default=",".join(map(str, DEFAULT_BUCKETS)),
-                        help="keypoint buckets of the built engine's profiles, top of each (128,256,512,1024)")
+                        help="keypoint buckets of the built engine's profiles, top of each (64,128,256,512)")
     parser.add_argument("--work-dir", type=Path, default=Path("out/soak"), help="models and the report (out/soak)")
     parser.add_argument("--report", type=Path, help="JSON report (default: WORK_DIR/soak.json)")
     args = parser.parse_args(argv)

@@ -71,7 +71,7 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
   LINK_FLAG     := --extractor-engine $(EXTRACTOR_OUT)
 endif
 
-.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm serve triton clean
+.PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm serve triton soak clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -124,6 +124,16 @@ bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
 	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
+
+# Soak, outside make test: Matcher.match_features on every backend (bench/soak.py: the trained ALIKED LightGlue,
+# keypoint counts over every profile, worker threads, bad requests mixed in; requests, errors by kind, RSS and
+# descriptors at start and end), then the online server's soak where there is one (bench/serve_soak.py).
+# SOAK_CALLS and SOAK_SECONDS bound each backend; docs/soak.md has the figures.
+SOAK_CALLS   ?= 3000
+SOAK_SECONDS ?= 120
+soak:
+	$(PYTHON) bench/soak.py --calls $(SOAK_CALLS) --seconds $(SOAK_SECONDS)
+	$(if $(wildcard bench/serve_soak.py),$(PYTHON) bench/serve_soak.py)
 
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
 # ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR

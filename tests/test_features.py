@@ -304,7 +304,7 @@ def test_read_rgba_drops_alpha(tmp_path):
     "make, message",
     [
         (lambda p: p / "missing.jpg", "does not exist"),
-        (lambda p: p, "it is a folder"),
+        (lambda p: p, "is a folder"),
         (lambda p: (p / "text.jpg", (p / "text.jpg").write_text("not an image"))[0], "cannot read image"),
         (lambda p: (p / "empty.png", (p / "empty.png").write_bytes(b""))[0], "empty"),
         (lambda p: (p / "tiny.png", cv2.imwrite(str(p / "tiny.png"), np.zeros((1, 1), np.uint8)))[0], "too small"),

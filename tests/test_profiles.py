@@ -98,7 +98,7 @@ def test_malformed_toml_names_file_and_line(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ProfileError, match="profile file not found"):
+    with pytest.raises(ProfileError, match="profile file .* does not exist"):
         read_profile_file(tmp_path / "nope.toml")
 
 

@@ -248,7 +248,7 @@ def assert_matches(line: str, pattern: str) -> None:
 def test_missing_engine(images, tmp_path):
     out = tmp_path / "m.json"
     done = run_cli("--engine", tmp_path / "absent.engine", *images, "--output", out)
-    assert_matches(error_line(done), "no engine at .*absent.engine")
+    assert_matches(error_line(done), "engine .*absent.engine does not exist")
     assert not out.exists()
 
 

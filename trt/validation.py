@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from trt.errors import ContractError, ImageError, UserError
+from trt.fileio import check_regular_file
 from trt.features.base import Features
 
 # -- limits ------------------------------------------------------------------------------------------
@@ -165,13 +166,8 @@ def check_path(value, what: str = "the path") -> Path:
 
 
 def check_input_file(value, what: str) -> Path:
-    """A path that must name an existing file (not a folder)."""
-    path = check_path(value, what)
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder, not a file")
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}")
-    return path
+    """A path that must name an existing regular file (``trt.fileio.check_regular_file``)."""
+    return check_regular_file(check_path(value, what), what)
 
 
 def _same_file(a: Path, b: Path) -> bool:

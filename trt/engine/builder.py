@@ -34,7 +34,7 @@ from trt.engine.backends import PRECISIONS, Backend, get_backend, make_logger, m
 from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path
 from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
 from trt.errors import BuildError, ContractError, EngineError, UserError
-from trt.fileio import atomic_path, check_writable, sha256_file, write_bytes_atomic
+from trt.fileio import atomic_path, check_writable, read_file_bytes, sha256_file, write_bytes_atomic
 from trt.validation import check_distinct_paths, check_input_file, check_integer, check_path
 
 OPT_LEVELS = range(0, 6)
@@ -363,7 +363,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     remove_stale_temporaries(output)
     cache_in = None
     if options.timing_cache is not None:  # an empty cache when the file does not exist yet
-        cache_in = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+        cache_in = read_file_bytes(options.timing_cache, "timing cache") if os.path.lexists(options.timing_cache) else b""
 
     with ExitStack() as stack:
         source, built_graph = onnx, graph

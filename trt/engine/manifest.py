@@ -51,11 +51,12 @@ check it.
 """
 
 import json
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from trt.errors import EngineError
-from trt.fileio import write_text_atomic
+from trt.fileio import read_file_bytes, write_text_atomic
 from trt.validation import (
     ANY,
     BOOLEAN,
@@ -239,12 +240,10 @@ def _check_consistency(data: dict) -> None:
 def load_manifest(engine_path: Path) -> Manifest | None:
     """The manifest beside ``engine_path``; None when there is none, EngineError when it is unreadable."""
     path = manifest_path(engine_path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except OSError as error:
-        raise EngineError(f"cannot read engine manifest {path}: {error.strerror}") from error
+    try:
+        text = read_file_bytes(path, "engine manifest", EngineError).decode()
     except UnicodeDecodeError:
         raise EngineError(f"corrupt engine manifest {path}: not UTF-8 text") from None
     try:

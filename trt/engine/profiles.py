@@ -59,6 +59,7 @@ from trt import extractor_contract
 from trt.contract import (ATTENTION_HEADS, BATCH, KEYPOINTS0, KEYPOINTS1, TensorSpec, infer_layout, input_specs,
                           largest_tensor_shape)
 from trt.errors import BuildError, ContractError, ProfileError, UserError
+from trt.fileio import check_regular_file, read_text
 from trt.precision import SCOPES_KEY
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -128,6 +129,7 @@ class GraphSignature:
         import onnx
         from google.protobuf.message import DecodeError
 
+        check_regular_file(path, "ONNX file")
         try:
             model = onnx.load(str(path), load_external_data=False)
         except FileNotFoundError:
@@ -273,12 +275,7 @@ class KeypointProfile:
 def read_profile_file(path: Path) -> ProfileFile:
     """Parse and check a profile file on its own: types, min ≤ opt ≤ max, order, overlaps and gaps."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ProfileError(f"profile file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ProfileError(f"cannot read profile file {path}: {error}") from error
+    text = read_text(path, "profile file", ProfileError)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from trt.errors import ImageError
+from trt.fileio import read_file_bytes
 from trt.validation import MIN_IMAGE_SIDE, check_channels, check_image, check_image_size  # noqa: F401 (re-exported)
 
 # ANYDEPTH keeps 16-bit data (scaled to 8 bits below, not truncated); ANYCOLOR keeps grayscale files
@@ -35,17 +36,7 @@ def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.n
     ``max_pixels`` (default: ``trt.validation.max_pixels()``), the last two read from the header first.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        if path.is_dir():  # IsADirectoryError on POSIX, PermissionError on Windows
-            reason = "it is a folder, not an image file"
-        elif not path.exists():
-            reason = "the file does not exist"
-        else:
-            reason = error.strerror or str(error)
-        raise ImageError(f"cannot read image {path}: {reason}") from None
-    return decode_image(data, f"image {path}", max_pixels)
+    return decode_image(read_file_bytes(path, "image", ImageError), f"image {path}", max_pixels)
 
 
 def decode_image(data: bytes, name: str = "the image", max_pixels: Optional[int] = None) -> np.ndarray:

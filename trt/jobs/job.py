@@ -16,6 +16,7 @@ report are the same code wherever the stages run.
 """
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ from typing import Callable, Optional, Union
 from trt.contract import DEFAULT_THRESHOLD
 from trt.errors import PairsFailed, UserError
 from trt.features.image import read_image
-from trt.fileio import CreatedPaths, check_writable, write_bytes_atomic, write_text_atomic
+from trt.fileio import CreatedPaths, check_writable, read_file_bytes, write_bytes_atomic, write_text_atomic
 from trt.jobs.pairs import (PairEntry, PairsFile, check_unique_outputs, list_images, make_pairs, pairing, pairs_filename,
                             read_pairs, require_relative_names, write_pairs)
 from trt.jobs.stages import ImageTask, LocalStages, Stages
@@ -116,11 +117,11 @@ def check_job_settings(folder: Path, settings: dict, overwrite: bool = False) ->
     """Refuse a folder whose ``.job.json`` records other settings, unless ``overwrite`` (every pair is
     then redone): outputs of two settings must not mix."""
     path = Path(folder) / JOB_FILE
-    try:
-        previous = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return
-    except (OSError, ValueError):
+    try:
+        previous = json.loads(read_file_bytes(path, JOB_FILE, ValueError))
+    except ValueError:
         previous = {}  # unreadable: its outputs cannot be told to match
     if previous != settings and not overwrite:
         changed = [f"{key} {previous.get(key)!r} now {value!r}" for key, value in settings.items() if previous.get(key) != value]

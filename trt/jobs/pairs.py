@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from trt.errors import UserError
-from trt.fileio import write_text_atomic
+from trt.fileio import read_text, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
 EXHAUSTIVE, SEQUENTIAL = "exhaustive", "sequential"
@@ -75,14 +75,7 @@ def read_pairs(path: Path, image_dir: Optional[Path] = None) -> PairsFile:
     image_dir = Path(image_dir) if image_dir is not None else path.parent
     if image_dir != path.parent and not image_dir.is_dir():
         raise UserError(f"the image folder {image_dir} does not exist")
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"no pairs file at {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"the pairs file {path} is a folder") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read pairs file {path}: {getattr(error, 'strerror', None) or error}") from None
+    lines = read_text(path, "pairs file").split("\n")
     entries: list[PairEntry] = []
     first_line: dict[tuple[str, str], int] = {}
     repeats: list[tuple[int, int]] = []

@@ -8,6 +8,7 @@ and nothing else may be (only the derived ``confidence_thresholds`` buffer may b
 another layout is an error listing the keys, never a silently half-random model.
 """
 
+import os
 import re
 import sys
 import urllib.error
@@ -20,7 +21,7 @@ import torch
 
 from trt.errors import WeightsError
 from trt.extractors import Extractor
-from trt.fileio import atomic_path, sha256_file
+from trt.fileio import atomic_path, check_regular_file, sha256_file
 
 # Checkpoints of v0.1 name the transformer blocks ``self_attn.{i}`` / ``cross_attn.{i}``.
 RENAMES = [
@@ -75,10 +76,9 @@ def read_checkpoint(path: Path, key: str | None = None) -> dict:
 
     ``key``: the state dict is nested under this key of the file (DISK's ``extractor``).
     """
+    check_regular_file(path, "weights file", WeightsError)
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"weights file {path} does not exist") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, zipfile errors...
         raise WeightsError(f"cannot read weights file {path} (truncated or not a PyTorch checkpoint): {error}") from None
     if key is not None:
@@ -133,13 +133,11 @@ def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Pat
                     hint: str = MATCHER_HINT) -> Path:
     """The checkpoint to load: ``weights`` if given, else the official file, downloaded when absent."""
     if weights is not None:
-        if not Path(weights).is_file():
-            raise WeightsError(f"weights file {weights} does not exist")
-        return Path(weights)
+        return check_regular_file(weights, "weights file", WeightsError)
     path = weights_dir / extractor.weights_filename
-    if not path.is_file():
+    if not os.path.lexists(path):
         download_official(extractor, path, hint=hint)
-    return path
+    return check_regular_file(path, "weights file", WeightsError)
 
 
 def load_checkpoint(model: torch.nn.Module, extractor: Extractor, path: Path) -> WeightsSource:

@@ -18,6 +18,7 @@ DISK) on a second runner of the same backend: the extractor engine the matcher's
 (``build_engine.py --extractor-engine``), or its source ONNX (``trt.runtime.learned_extractor``).
 """
 
+import os
 import sys
 import time
 import warnings
@@ -543,10 +544,10 @@ def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],
         if record is None:
             return None, None
         given = Path(engine).parent / record["file"]
-        if not given.is_file():
+        if not os.path.lexists(given):
             raise EngineError(f"engine {engine} is linked to the extractor engine {given}, which is missing: put it "
                               "back (make engine builds it beside the matcher engine) or pass --extractor-engine")
-        if sha256_file(given) != record["sha256"]:
+        if sha256_file(given, what="extractor engine", error=EngineError) != record["sha256"]:
             raise EngineError(f"the extractor engine {given} is not the one engine {engine} was linked to (sha256 "
                               f"differs): rebuild the matcher engine with --extractor-engine {given}, or pass "
                               "--extractor-engine to serve it anyway")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from trt.errors import EngineError
+from trt.fileio import check_regular_file
 from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 
 
@@ -61,8 +62,7 @@ class OnnxRuntimeSession(Runner):
     def activate_impl(self) -> None:
         import onnxruntime
 
-        if not self.onnx_path.is_file():
-            raise EngineError(f"no ONNX model at {self.onnx_path}")
+        check_regular_file(self.onnx_path, "ONNX model", EngineError)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -34,11 +34,21 @@ N0 and N1 both lie within ``FIXED_SHAPE_FILL`` of the opt is padded up to it and
 contract's counts mark the padding, so its matches are those of the pair alone, and the padding costs
 less than the fixed shape gains (cost grows as about N^1.45 here). Other requests run on the dynamic model.
 
+Shape grid: the dynamic model keeps compiled kernels and buffers for every (N0, N1) it has run, and gives
+them back only when it is closed (OpenVINO 2026.4's CPU plugin: 1.6-6.6 MB per shape for the ALIKED
+LightGlue, 0.35 MB for a tiny stand-in; a soak of keypoint counts wandering over 1-128 grew the process
+by 2.2 GB in 10 000 calls and had not levelled off, bench/soak.py). So a matcher request's N0 and N1 are
+padded up to the grid 16, 24, 32, 48, 64, 96, ... (two steps an octave: at most half again as many rows,
+a fifth on average; ``grid_size``), within its profile: an engine's range of 1-4096 keypoints then
+runs in at most 17 x 17 shapes, and memory stops growing once those have been seen. The counts mark the
+padding, as for the fixed shapes, so the matches are the pair's own.
+
 Compiled models are cached in ``cache_dir`` (OpenVINO's model cache, keyed by model, shape, precision and
 settings), so a second start skips compilation.
 """
 
 import json
+import os
 import threading
 from collections import Counter
 import time
@@ -50,7 +60,7 @@ import numpy as np
 
 from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, concrete_shape
 from trt.errors import ContractError, EngineError, UserError
-from trt.fileio import sha256_file
+from trt.fileio import check_regular_file, read_file_bytes, sha256_file
 from trt.precision import REDUCED_SCOPES, reduced, scopes_from_metadata
 from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 from trt.runtime.cpu import CpuInfo, cpu_info
@@ -71,6 +81,16 @@ KEPT_FP32_OPS = frozenset({"MVN"})
 # pairs whose N0 and N1 are at least this share of the profile's opt.
 FIXED_SHAPE_AFTER = 2
 FIXED_SHAPE_FILL = 0.9
+GRID_START = 16  # the smallest keypoint count the dynamic model runs at (module docstring: shape grid)
+
+
+def grid_size(count: int, high: int) -> int:
+    """``count`` rounded up to the shape grid (16, 24, 32, 48, 64, ...: powers of two and 1.5 times them),
+    but not above ``high`` (the profile's max) nor below ``count``."""
+    size = GRID_START
+    while size < count:
+        size = size // 2 * 3 if size & (size - 1) == 0 else size // 3 * 4
+    return max(count, min(size, high))
 
 
 def openvino_unavailable() -> Optional[str]:
@@ -100,11 +120,11 @@ def bf16_gate_record(onnx_path: Path) -> tuple[Optional[dict], str]:
     the full gate (``GATE_PRESET``), whether it passed or not.
     """
     record_path = bf16_gate_path(onnx_path)
-    try:
-        record = json.loads(record_path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(record_path):
         return None, f"the bf16 accuracy gate has not been run for {Path(onnx_path).name} (no {record_path.name})"
-    except (OSError, ValueError) as error:
+    try:
+        record = json.loads(read_file_bytes(record_path, "the bf16 gate record"))
+    except (UserError, ValueError) as error:
         return None, f"cannot read the bf16 gate record {record_path}: {error}"
     if not isinstance(record, dict) or record.get("onnx_sha256") != sha256_file(onnx_path):
         return None, f"{record_path.name} is the bf16 gate record of another model"
@@ -240,8 +260,7 @@ class OpenVINOSession(Runner):
         if mode not in MODES:
             raise UserError(f"unknown OpenVINO mode {mode!r}: choose one of {', '.join(MODES)}")
         self.onnx_path = Path(onnx_path)
-        if not self.onnx_path.is_file():
-            raise EngineError(f"no ONNX model at {self.onnx_path}")
+        check_regular_file(self.onnx_path, "ONNX model", EngineError)
         self.precision, self.precision_reason = choose_precision(precision, self.onnx_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.mode = mode
@@ -356,34 +375,44 @@ class OpenVINOSession(Runner):
                 threading.Thread(target=self._compile_fixed, args=(profile_index,), daemon=True).start()
         return None
 
+    def _padded(self, feeds, target: dict[str, int]) -> dict:
+        """``feeds`` with their keypoint rows padded (zeros, which the counts leave out) up to ``target``'s N0, N1."""
+        return {spec.name: np.pad(feeds[spec.name], [(0, target[d] - size) if d in (KEYPOINTS0, KEYPOINTS1) else (0, 0)
+                                                     for d, size in zip(spec.shape, feeds[spec.name].shape)])
+                for spec in self.input_specs}
+
+    def _cut(self, outputs: dict, dims: dict[str, int]) -> dict:
+        """The outputs of padded feeds cut back to the request's own N0 and N1."""
+        return {spec.name: outputs[spec.name][tuple(slice(0, dims[d]) if d in (KEYPOINTS0, KEYPOINTS1) else slice(None)
+                                                    for d in spec.shape)]
+                for spec in self.contract.outputs}
+
     def _infer_fixed(self, request, feeds, dims: dict[str, int], profile_index: int):
         """One B = 1 request padded up to the fixed shape; the outputs cut back to its N0 and N1."""
-        opt = self.fixed_shape(profile_index)
-        padded = {}
-        for spec in self.input_specs:
-            value = feeds[spec.name]
-            padded[spec.name] = np.pad(value, [(0, opt[d] - size) if d in (KEYPOINTS0, KEYPOINTS1) else (0, 0)
-                                               for d, size in zip(spec.shape, value.shape)])
+        padded = self._padded(feeds, self.fixed_shape(profile_index))
         start = time.perf_counter()
         with self._lock:
             request.infer(padded)
-            outputs = {spec.name: np.array(request.get_output_tensor(self._output_index[spec.name]).data)[
-                tuple(slice(0, dims[d]) if d in (KEYPOINTS0, KEYPOINTS1) else slice(None) for d in spec.shape)]
-                for spec in self.contract.outputs}
-        return outputs, {"compute": time.perf_counter() - start}
+            outputs = {spec.name: np.array(request.get_output_tensor(self._output_index[spec.name]).data)
+                       for spec in self.contract.outputs}
+        return self._cut(outputs, dims), {"compute": time.perf_counter() - start}
 
     @property
     def streams(self) -> int:
         return int(self._compiled.get_property("NUM_STREAMS")) if self._compiled is not None else 0
 
     def infer_impl(self, feeds, profile_index):
-        """One request: on a fixed-shape model where one serves it; else on the dynamic model, in
-        throughput mode with a batch split across the streams and run concurrently."""
-        if self._source is not None:
+        """One request: on a fixed-shape model where one serves it; else on the dynamic model, a matcher's
+        padded to the shape grid (module docstring), in throughput mode with a batch split across the
+        streams and run concurrently."""
+        dims = None
+        if self.contract.kind == "matcher":
             dims = self.contract.check_feeds(feeds)
-            fixed = self._fixed_request(dims, profile_index)
+            fixed = self._fixed_request(dims, profile_index) if self._source is not None else None
             if fixed is not None:
                 return self._infer_fixed(fixed, feeds, dims, profile_index)
+            ranges = self.profiles[profile_index].ranges
+            feeds = self._padded(feeds, {d: grid_size(dims[d], ranges[d][2]) for d in (KEYPOINTS0, KEYPOINTS1)})
         batched = {spec.name for spec in self.input_specs if spec.shape[:1] == (BATCH,)}
         batch = feeds[next(iter(sorted(batched)))].shape[0]
         bounds = np.linspace(0, batch, min(batch, len(self._requests)) + 1).astype(int)
@@ -399,7 +428,7 @@ class OpenVINOSession(Runner):
             parts = [[np.array(request.get_output_tensor(self._output_index[name]).data) for request in running]
                      for name in self._output_index]
         outputs = {name: np.concatenate(values) for name, values in zip(self._output_index, parts)}
-        return outputs, {"compute": time.perf_counter() - start}
+        return (outputs if dims is None else self._cut(outputs, dims)), {"compute": time.perf_counter() - start}
 
     def deactivate_impl(self) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from trt.errors import UserError
-from trt.fileio import write_bytes_atomic
+from trt.fileio import read_file_bytes, write_bytes_atomic
 from trt.runtime.matcher import MatchResult
 
 FORMATS = {".json": "json", ".npz": "npz"}
@@ -156,18 +156,20 @@ def check_png_path(path: Path) -> Path:
 def read_matches(path: Path) -> dict:
     """A matches file (.json or .npz) written by ``encode_matches``, with its arrays as numpy arrays.
 
-    Raises OSError when it cannot be read and ValueError when it is not a complete, consistent
-    matches file (a KeyError for a missing entry), so a caller can tell a usable file from anything else.
+    Raises ValueError when it cannot be read (a pipe, a folder, ... included) or is not a complete,
+    consistent matches file (a KeyError for a missing entry), so a caller can tell a usable file from
+    anything else.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path} is not a .json or .npz matches file")
+    data = read_file_bytes(path, "matches file", ValueError)  # a pipe or a device put in its place: never read
     if fmt == "json":
-        record = json.loads(path.read_text())
+        record = json.loads(data)
     else:
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 record = {key: npz[key] for key in npz.files}
         except (zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path} is not a complete npz file: {error}") from error

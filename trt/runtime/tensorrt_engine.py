@@ -18,6 +18,7 @@ deserialized engine is passed in.
 
 import hashlib
 import importlib.util
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from trt.engine.backends import BACKENDS, Backend
 from trt.engine.manifest import Manifest, manifest_path
 from trt.errors import ContractError, EngineError
-from trt.fileio import sha256_file
+from trt.fileio import check_regular_file, read_file_bytes, sha256_file
 from trt.gpu import cuda_devices
 from trt.runtime.base import Profile, contract_from_io
 
@@ -45,14 +46,7 @@ def read_engine(engine_path: Path, manifest: Optional[Manifest], deserialized: b
     the bytes to TensorRT, which is then the judge of a header this module does not know.
     """
     engine_path = Path(engine_path)
-    if not engine_path.exists():
-        raise EngineError(f"no engine at {engine_path}: the file does not exist")
-    if engine_path.is_dir():
-        raise EngineError(f"{engine_path} is a folder, not an engine file")
-    try:
-        data = engine_path.read_bytes()
-    except OSError as error:
-        raise EngineError(f"cannot read engine {engine_path}: {error.strerror}") from error
+    data = read_file_bytes(engine_path, "engine", EngineError)
     if not data:
         raise EngineError(f"engine {engine_path} is empty; {REBUILD}")
     if manifest is not None:
@@ -125,13 +119,12 @@ def check_source_onnx(onnx_path: Optional[Path], manifest: Optional[Manifest], r
     ``required``: whether a missing file is an error (it is when the ONNX is to be run in the engine's place);
     ``flag``: the command-line flag that names it, for the messages.
     """
-    if onnx_path is not None and Path(onnx_path).is_dir():
-        raise EngineError(f"the engine's source ONNX {onnx_path} is a folder, not an ONNX file")
-    if onnx_path is None or not Path(onnx_path).is_file():
+    if onnx_path is None or not os.path.lexists(onnx_path):
         if required:
             where = f" at {onnx_path}" if onnx_path is not None else ""
             raise EngineError(f"the engine's source ONNX{where} is missing: pass it explicitly ({flag})")
         return
+    check_regular_file(onnx_path, "the engine's source ONNX", EngineError)
     expected = manifest.onnx.get("sha256") if manifest is not None else None
     if expected and sha256_file(onnx_path) != expected:
         raise EngineError(

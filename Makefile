@@ -12,6 +12,8 @@
 # random (seeded), or a path; NETWORK picks a variant (aliked-n16rot, aliked-n32, aliked-t16).
 
 PYTHON     ?= .venv/bin/python
+# The scripts' messages name make variables (WEIGHTS=nn) instead of their flags (trt/cli.py, MAKE_VARIABLES).
+export LG_VIA_MAKE := 1
 EXTRACTOR  ?= sift
 WEIGHTS    ?= official
 PRECISION  ?= fp32
@@ -77,8 +79,8 @@ endif
 setup:
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip
-	# The CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
-	.venv/bin/pip install torch==2.13.0
+	# The CPU build of torch from PyTorch's CPU index where reachable, else the registry's torch (says which).
+	scripts/install_torch.sh .venv/bin/pip 2.13.0
 	.venv/bin/pip install -e '.[test]'
 
 onnx: $(ONNX) $(LINKED_ONNX)
@@ -100,10 +102,14 @@ $(EXTRACTOR_OUT): $(EXTRACTOR_ONNX) $(EXTRACTOR_PROFILES) $(BUILD_SOURCES)
 	$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) \
 		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@
 
-trtexec: $(ONNX) $(LINKED_ONNX)
-	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) \
-		--precision $(PRECISION) --output $(EXTRACTOR_OUT) --print-trtexec)
-	@$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) --output $(OUT) --print-trtexec
+# The trtexec and tensorrt_rtx commands make engine's build equals; no weights needed (an ONNX not exported yet
+# is read from a stand-in export of the same graph).
+trtexec:
+	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --stand-in extractor:$(NETWORK) \
+		--profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) $(if $(TARGET_SM),--target-sm $(TARGET_SM)) \
+		--output $(EXTRACTOR_OUT) --print-trtexec)
+	@$(PYTHON) build_engine.py --onnx $(ONNX) --stand-in matcher:$(EXTRACTOR) --profiles $(PROFILES) \
+		--precision $(PRECISION) $(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $(OUT) --print-trtexec
 
 # The main job end to end on a generated pair: export → engine → matches, then the homography check.
 demo:
@@ -112,9 +118,11 @@ demo:
 	$(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
 		--output $(DEMO_DIR)/matches.json --viz $(DEMO_DIR)/matches.png
 	$(PYTHON) -m trt.demo check $(DEMO_DIR)/matches.json $(DEMO_DIR)/H_0_1.txt
+	@echo "next: match your own photos: $(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine a.jpg b.jpg" \
+		"--viz matches.jpg  (test weights, not trained: make engine builds SIFT's official LightGlue)"
 
 test:
-	$(PYTHON) -m pytest -q -ra --durations=15
+	LG_VIA_MAKE= $(PYTHON) -m pytest -q -ra --durations=15
 
 # Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
 # torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and

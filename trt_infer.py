@@ -26,6 +26,7 @@ from trt.contract import DEFAULT_THRESHOLD
 from trt.engine.manifest import manifest_path
 from trt.extractors import EXTRACTORS
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.precision import SERVE_PRECISION_ALIASES, canonical_precision
 from trt.runtime.openvino_session import PRECISIONS
 from trt.validation import (
     DEFAULT_MAX_PIXELS,
@@ -57,9 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else OpenVINO (CPU), "
                              "else ONNX Runtime")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="OpenVINO: f32, or mixed bf16; auto: bf16 where the CPU has AMX or AVX512-BF16 and "
-                             "the bf16 accuracy gate passed for the model, else f32")
+    parser.add_argument("--precision", type=lambda text: canonical_precision(text, SERVE_PRECISION_ALIASES),
+                        choices=PRECISIONS, default="auto",
+                        help="OpenVINO: f32 (or fp32, build_engine.py's spelling), or mixed bf16; auto: bf16 where "
+                             "the CPU has AMX or AVX512-BF16 and the bf16 accuracy gate passed for the model, else f32")
     parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
                         help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
     parser.add_argument("--max-keypoints", type=max_keypoints_arg,
@@ -73,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
     parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
-    parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
+    parser.add_argument("--viz", type=path_arg,
+                        help="picture of the matches, in the format its suffix names (.png, .jpg, .webp, ...)")
     parser.add_argument("--pairs", type=path_arg, help="text file of image pairs, one 'image0 image1' per line")
     parser.add_argument("--output-dir", type=path_arg, help="with --pairs: folder for one matches file per pair")
     parser.add_argument("--format", choices=("json", "npz", "hloc"), default="json",
@@ -110,7 +113,7 @@ def matcher_options(args) -> dict:
     """The arguments of ``Matcher.from_engine`` (Ray workers build their own matcher from them)."""
     return dict(
         engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
-        max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
+        max_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
         precision=args.precision, mode="throughput" if args.pairs is not None else "latency",
     )
@@ -135,6 +138,7 @@ def format_timings(timings: dict) -> str:
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
     from trt.runtime.jobs import backend_label, format_device_memory, prepare_pair, run_pair
+    from trt.runtime.outputs import weights_label
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -148,7 +152,8 @@ def match_one(args) -> list[Path]:
         result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
-    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)}, "
+          f"{weights_label(result.engine)})")
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:

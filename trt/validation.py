@@ -120,7 +120,7 @@ def _as_float32(value) -> np.float32:
             return np.float32(np.inf)
 
 
-def check_max_keypoints(value: Optional[int], what: str = "max_num_keypoints") -> Optional[int]:
+def check_max_keypoints(value: Optional[int], what: str = "max_keypoints") -> Optional[int]:
     """Keypoints kept per image: None (what the engine holds) or ``MIN_KEYPOINTS``..``MAX_KEYPOINTS``."""
     return None if value is None else check_integer(value, what, MIN_KEYPOINTS, MAX_KEYPOINTS)
 

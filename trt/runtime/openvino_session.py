@@ -51,7 +51,7 @@ import numpy as np
 from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, concrete_shape
 from trt.errors import ContractError, EngineError, UserError
 from trt.fileio import sha256_file
-from trt.precision import REDUCED_SCOPES, reduced, scopes_from_metadata
+from trt.precision import REDUCED_SCOPES, SERVE_PRECISION_ALIASES, canonical_precision, reduced, scopes_from_metadata
 from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 from trt.runtime.cpu import CpuInfo, cpu_info
 from trt.runtime.onnxruntime_session import physical_cores
@@ -128,14 +128,21 @@ def bf16_gate_verdict(onnx_path: Path) -> tuple[bool, str]:
     return True, f"the bf16 accuracy gate passed for {name}: {summary}"
 
 
+def check_precision(requested: str) -> str:
+    """A serving precision ("auto", "f32", "bf16"; the builder's "fp32" taken as "f32"), or a UserError."""
+    precision = canonical_precision(requested, SERVE_PRECISION_ALIASES)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def choose_precision(requested: str, onnx_path: Path, cpu: Optional[CpuInfo] = None) -> tuple[str, str]:
     """(``"f32"`` or ``"bf16"``, why) for a requested precision ("auto", "f32", "bf16") on this CPU.
 
     "bf16" asked for explicitly runs even where the gate has not passed (the reason says so), but not
     on a CPU without native bf16, where it would be slower than f32: that is a UserError.
     """
-    if requested not in PRECISIONS:
-        raise UserError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    requested = check_precision(requested)
     cpu = cpu or cpu_info()
     if requested == "f32":
         return "f32", "asked for"

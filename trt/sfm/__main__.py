@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     options = dict(engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
-                   max_num_keypoints=args.max_keypoints, resize=args.resize or None)
+                   max_keypoints=args.max_keypoints, resize=args.resize or None)
     return run_sfm(args.images, args.output, options, pairs=args.pairs, baseline=not args.no_baseline,
                    ray=args.ray, workers=args.workers, seed=args.seed)
 

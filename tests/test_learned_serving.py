@@ -295,8 +295,8 @@ def test_aliked_recovers_graffiti_through_trt_infer(served, data_dir, tmp_path):
     done = run_infer("--engine", served, data_dir / GRAFFITI / "1.ppm", data_dir / GRAFFITI / "2.ppm", "--output", output)
     assert done.returncode == 0, done.stderr
     notices = [line for line in done.stderr.splitlines() if line.startswith("notice:")]
-    assert len(notices) == 1 and "the matcher engine's source ONNX" in notices[0] and "on OpenVINO in f32" in notices[0]
-    assert "the extractor's source ONNX" in notices[0] and "aliked-n16.onnx on ONNX Runtime" in notices[0]
+    assert len(notices) == 1 and "matching on OpenVINO in f32" in notices[0]
+    assert notices[0].endswith("; the extractor on ONNX Runtime")
     record = json.loads(output.read_text())
     points0 = np.array(record["keypoints0"])[np.array(record["matches"])[:, 0]]
     points1 = np.array(record["keypoints1"])[np.array(record["matches"])[:, 1]]

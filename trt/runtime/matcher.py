@@ -255,7 +255,7 @@ class Matcher:
             summary["extractor_engine"] = engine_summary(extractor_engine, extractor_manifest, extractor_onnx_path)
             served.append((extractor_runner, extractor_onnx_path))
         if requested == "auto" or backend == "openvino":
-            print(f"notice: {reason + '; ' if reason else ''}serving {describe_serving(served)}", file=sys.stderr)
+            print(serving_notice(reason, served), file=sys.stderr)
         return cls(
             runner, threshold, max_keypoints, on_overflow, extractor, summary,
             extractor_name=manifest.extractor if manifest is not None else None, resize=resize,
@@ -535,20 +535,19 @@ def extractor_backend(backend: str, requested: str, has_engine: bool) -> str:
     return "onnxruntime" if backend == "openvino" and requested == "auto" else backend
 
 
-def describe_serving(served: Sequence[tuple[Runner, Optional[Path]]]) -> str:
-    """"the engine's source ONNX m.onnx on OpenVINO in f32 (why)", ...: what serves what, for the notice
-    line; ``served``: (runner, source ONNX) of the matcher, then of its extractor if any."""
-    owners = ["the engine"] if len(served) == 1 else ["the matcher engine", "the extractor"]
-    parts = []
-    for owner, (runner, path) in zip(owners, served):
-        if runner.backend == "tensorrt":
-            parts.append(f"{owner} on TensorRT")
-            continue
-        text = f"{owner}'s source ONNX {path} on {BACKEND_NAMES[runner.backend]}"
-        if runner.backend == "openvino":
-            text += f" in {runner.precision} ({runner.precision_reason})"
-        parts.append(text)
-    return " and ".join(parts)
+def serving_notice(reason: Optional[str], served: Sequence[tuple[Runner, Optional[Path]]]) -> str:
+    """The one notice line: why this backend (``reason``: ``choose_backend``'s, None when asked for), where the
+    matcher (and its extractor) run, and on OpenVINO the precision with the next step that makes it faster
+    (``precision_note``); ``served``: (runner, source ONNX) of the matcher, then of its extractor if any."""
+
+    def where(runner: Runner) -> str:
+        return BACKEND_NAMES[runner.backend] + (f" {runner.precision_note}" if runner.backend == "openvino" else "")
+
+    (matcher, _), *extractor = served
+    text = f"matching on {where(matcher)}"
+    if extractor:
+        text += f"; the extractor on {where(extractor[0][0])}"
+    return f"notice: {reason + ': ' if reason else ''}{text}"
 
 
 def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],

@@ -19,7 +19,8 @@ Precision (``precision``):
 * ``auto``: bf16 where the CPU has AMX-BF16 or AVX512-BF16 (``trt.runtime.cpu``) *and* the bf16 accuracy
   gate has passed for this very model (a record ``<model>.bf16-gate.json`` beside the ONNX, written by
   ``make eval`` / ``bench/bf16_gate.py``, for the ONNX's sha256 and the current ``BF16_POLICY``); else
-  f32. ``precision`` and ``precision_reason`` say what was chosen and why.
+  f32. ``precision`` and ``precision_reason`` say what was chosen and why; ``precision_note`` says it in a
+  few words for the serving notice, with ``make bf16-gate`` as the next step where the gate has not run.
 
 Threads and streams (``mode``): ``latency`` (one pair at a time) runs one stream on every physical
 core; ``throughput`` (pairs files) lets OpenVINO pick its streams (one per core or core pair) and
@@ -126,6 +127,31 @@ def bf16_gate_verdict(onnx_path: Path) -> tuple[bool, str]:
     if not record.get("passed"):
         return False, f"the bf16 accuracy gate failed for {name}: {summary}"
     return True, f"the bf16 accuracy gate passed for {name}: {summary}"
+
+
+# OpenVINO mixed bf16 against f32 on the project's machine (make bench, 2-core AMD EPYC with AVX512-BF16, sharp
+# test weights, B = 1, docs/results/bench-full.json): 249 / 148 ms at N = 1024, 743 / 463 ms at N = 2048.
+BF16_SPEEDUP = "about 1.6x"
+
+
+def precision_note(requested: str, precision: str, onnx_path: Path, cpu: Optional[CpuInfo] = None) -> str:
+    """The notice's few words on the precision ``choose_precision`` chose: ``"in f32 (asked for)"``, ``"in bf16
+    (X.bf16-gate.json passed)"``, and where the bf16 gate has not run on a CPU with bf16, the command that runs
+    it (what makes matching faster here)."""
+    requested = check_precision(requested)
+    if requested == "bf16" and not bf16_gate_verdict(onnx_path)[0]:
+        return "in bf16 (asked for; its bf16 accuracy gate has not passed)"
+    if requested != "auto":
+        return f"in {precision} (asked for)"
+    gate = bf16_gate_path(onnx_path).name
+    if precision == "bf16":
+        return f"in bf16 ({gate} passed)"
+    if (cpu or cpu_info()).bf16_unsupported():
+        return "in f32 (no bf16 on this CPU)"
+    record, _ = bf16_gate_record(onnx_path)
+    if record is not None:
+        return f"in f32 (the bf16 accuracy gate failed: {gate})"
+    return f"in f32; make bf16-gate ONNX={onnx_path} enables bf16, {BF16_SPEEDUP} faster on this CPU"
 
 
 def check_precision(requested: str) -> str:
@@ -250,6 +276,7 @@ class OpenVINOSession(Runner):
         if not self.onnx_path.is_file():
             raise EngineError(f"no ONNX model at {self.onnx_path}")
         self.precision, self.precision_reason = choose_precision(precision, self.onnx_path)
+        self.precision_note = precision_note(precision, self.precision, self.onnx_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.mode = mode
         self.threads = threads or physical_cores()

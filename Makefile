@@ -38,7 +38,8 @@ else ifeq ($(WEIGHTS),sharp)
   WEIGHTS_TAG  := -sharp
 else
   WEIGHTS_FLAG := --weights $(WEIGHTS)
-  WEIGHTS_TAG  := -$(basename $(notdir $(WEIGHTS)))
+  # A file named as the official one (aliked_lightglue.pth) keeps the official names; others tag them.
+  WEIGHTS_TAG  := $(if $(filter $(EXTRACTOR)_lightglue,$(basename $(notdir $(WEIGHTS)))),,-$(basename $(notdir $(WEIGHTS))))
   WEIGHTS_FILE := $(WEIGHTS)
 endif
 
@@ -61,8 +62,8 @@ else ifeq ($(EXTRACTOR_WEIGHTS),random)
   EXTRACTOR_WEIGHTS_FLAG := --extractor-random-weights 0
   EXTRACTOR_WEIGHTS_TAG  := -random
 else
-  EXTRACTOR_WEIGHTS_FLAG := --extractor_weights $(EXTRACTOR_WEIGHTS)
-  EXTRACTOR_WEIGHTS_TAG  := -$(basename $(notdir $(EXTRACTOR_WEIGHTS)))
+  EXTRACTOR_WEIGHTS_FLAG := --extractor-weights $(EXTRACTOR_WEIGHTS)
+  EXTRACTOR_WEIGHTS_TAG  := $(if $(filter $(NETWORK),$(basename $(notdir $(EXTRACTOR_WEIGHTS)))),,-$(basename $(notdir $(EXTRACTOR_WEIGHTS))))
   EXTRACTOR_WEIGHTS_FILE := $(EXTRACTOR_WEIGHTS)
 endif
 EXTRACTOR_ONNX ?= weights/$(NETWORK)$(EXTRACTOR_WEIGHTS_TAG).onnx
@@ -86,7 +87,7 @@ setup:
 onnx: $(ONNX) $(LINKED_ONNX)
 
 $(ONNX): $(EXPORT_SOURCES) $(WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --lightglue_path $@ --dynamic $(WEIGHTS_FLAG)
+	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --lightglue-path $@ --dynamic $(WEIGHTS_FLAG)
 
 engine: $(OUT)
 
@@ -95,7 +96,7 @@ $(OUT): $(ONNX) $(PROFILES) $(BUILD_SOURCES) $(LINKED_ENGINE)
 		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@ $(LINK_FLAG)
 
 $(EXTRACTOR_ONNX): $(EXPORT_SOURCES) trt/extractor_contract.py $(EXTRACTOR_WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --extractor-model $(NETWORK) --extractor_path $@ --dynamic \
+	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --extractor-model $(NETWORK) --extractor-path $@ --dynamic \
 		$(EXTRACTOR_WEIGHTS_FLAG)
 
 $(EXTRACTOR_OUT): $(EXTRACTOR_ONNX) $(EXTRACTOR_PROFILES) $(BUILD_SOURCES)

@@ -61,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-gate", dest="gate", action="store_false", default=DEFAULTS.gate,
                         help="fp16: build even if the FP16 model's matches differ from FP32's (IoU < 0.95)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=DEFAULTS.progress,
-                        help="no progress bars")
+                        help="no progress (bars on a terminal, one line per build phase otherwise)")
     return parser.parse_args(argv)
 
 

@@ -267,16 +267,21 @@ def test_make_engine_aliked_commands(tmp_path):
     commands = [shlex.split(line) for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
     assert [c[1] for c in commands] == ["export.py", "export.py", "build_engine.py", "build_engine.py"]
     matcher_export, extractor_export, extractor_build, matcher_build = commands
-    assert "--lightglue_path" in matcher_export and "--extractor_path" not in matcher_export
-    assert extractor_export[extractor_export.index("--extractor_path") + 1] == "weights/aliked-n16-aliked-n16.onnx"
+    assert "--lightglue-path" in matcher_export and "--extractor-path" not in matcher_export
+    # a file named as the official one keeps the official ONNX name (not weights/aliked-n16-aliked-n16.onnx)
+    assert extractor_export[extractor_export.index("--extractor-path") + 1] == "weights/aliked-n16.onnx"
     assert extractor_export[extractor_export.index("--extractor-model") + 1] == "aliked-n16"
-    assert extractor_export[extractor_export.index("--extractor_weights") + 1] == str(checkpoint)
+    assert extractor_export[extractor_export.index("--extractor-weights") + 1] == str(checkpoint)
     assert extractor_build[extractor_build.index("--profiles") + 1] == "profiles/extractors/aliked.toml"
     assert extractor_build[extractor_build.index("--output") + 1] == "/srv/aliked_lightglue.extractor.engine"
     assert extractor_build[extractor_build.index("--precision") + 1] == "fp16"
     assert matcher_build[matcher_build.index("--extractor-engine") + 1] == "/srv/aliked_lightglue.extractor.engine"
     sift = make("-n", "engine", "EXTRACTOR=sift", "WEIGHTS=random")
-    assert "--extractor" not in sift.stdout.replace("--extractor_type", "")  # SIFT stays on the host
+    assert "--extractor" not in sift.stdout.replace("--extractor-type", "")  # SIFT stays on the host
+    (tmp_path / "tuned.pth").write_bytes(b"")
+    other = make("-n", "--no-print-directory", "onnx", "EXTRACTOR=aliked", f"EXTRACTOR_WEIGHTS={tmp_path}/tuned.pth",
+                 "WEIGHTS=random")
+    assert "--extractor-path weights/aliked-n16-tuned.onnx" in other.stdout, other.stderr  # other files tag the name
 
 
 @pytest.mark.slow

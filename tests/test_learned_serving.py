@@ -239,7 +239,7 @@ def test_the_extractor_must_make_the_matchers_features(tmp_path, aliked_extracto
     sift = make_standin_onnx(tmp_path / "sift.onnx")
     with pytest.raises(ContractError, match="reads scales and orientations"):
         Matcher(OnnxRuntimeSession(sift), extractor_runner=OnnxRuntimeSession(aliked_extractor_onnx))
-    with pytest.raises(ContractError, match="serves a aliked-n16 feature extractor .*, not a LightGlue matcher"):
+    with pytest.raises(ContractError, match="serves a feature extractor, aliked-n16 .*, not a LightGlue matcher"):
         Matcher(OnnxRuntimeSession(aliked_extractor_onnx))
 
 

@@ -5,6 +5,7 @@ message's flags become the make variables that set them (``--random-weights SEED
 through the one table ``MAKE_VARIABLES``; run directly, the scripts' messages keep their flags.
 """
 
+import argparse
 import os
 import re
 import sys
@@ -68,6 +69,28 @@ def speak_make(message: str) -> str:
 def for_user(message: str) -> str:
     """``message`` in the language of the tool the user typed: make variables under make, else flags."""
     return speak_make(message) if via_make() else message
+
+
+def spellings(*flags: str) -> list[str]:
+    """Each flag and its twin with the other separator (``--max-keypoints`` and ``--max_keypoints``), the given
+    spelling first: argparse takes them all for one option, and ``OneSpellingHelp`` shows the first."""
+    names = []
+    for flag in flags:
+        body = flag[2:]
+        names += [flag, "--" + (body.replace("-", "_") if "-" in body else body.replace("_", "-"))]
+    return list(dict.fromkeys(names))
+
+
+class OneSpellingHelp(argparse.RawDescriptionHelpFormatter):
+    """--help names each option once, by its first (documented) spelling; the others are accepted silently."""
+
+    def _format_action_invocation(self, action):
+        short = [flag for flag in action.option_strings if not flag.startswith("--")]
+        long = [flag for flag in action.option_strings if flag.startswith("--")]
+        if len(long) <= 1:
+            return super()._format_action_invocation(action)
+        shown = argparse.Action(short + long[:1], action.dest, nargs=action.nargs, metavar=action.metavar)
+        return super()._format_action_invocation(shown)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

@@ -412,7 +412,7 @@ def check_matcher_manifest(engine: Path, manifest) -> None:
         return
     if manifest.extractor_network is not None:
         raise ContractError(
-            f"engine {engine} is a {manifest.extractor_network.get('name')} feature extractor, not a LightGlue "
+            f"engine {engine} is a feature extractor ({manifest.extractor_network.get('name')}), not a LightGlue "
             "matcher: give the matcher engine (build_engine.py --extractor-engine links this one to it)"
         )
     inputs = ", ".join(f"{t.name} {list(t.shape)}" for t in manifest.inputs) or "unknown"

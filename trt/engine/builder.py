@@ -54,7 +54,7 @@ class BuildOptions:
     workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None  # read before the build if it exists, written after it
     opt_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default (3)
-    progress: bool = True  # tqdm bars driven by TensorRT's progress monitor
+    progress: bool = True  # TensorRT's progress monitor: bars on a terminal, else a line per phase
     gate: bool = True  # FP16: refuse the build when the FP16 graph matches unlike the FP32 one (trt.engine.gate)
 
     def check(self) -> "BuildOptions":
@@ -259,7 +259,7 @@ def _network_of(graph: GraphSignature):
 
     if graph.extractor is None or "lightglue.network" not in graph.metadata:
         raise UserError("the extractor graph has no lightglue.extractor/lightglue.network metadata: export it with "
-                        "export.py --extractor_path, or build it fp32")
+                        "export.py --extractor-path, or build it fp32")
     return get_network(graph.extractor, graph.metadata["lightglue.network"])
 
 

@@ -171,7 +171,7 @@ class Matcher:
         try:
             contract = self.runner.activate().contract
             if contract.kind != "matcher":
-                raise ContractError(f"{runner.name} serves a {contract.describe()}, not a LightGlue matcher")
+                raise ContractError(f"{runner.name} serves {contract.describe()}, not a LightGlue matcher")
             self.layout = (contract.descriptor_dim, contract.scale_ori)
             self.capacity = capacity(self.runner.request_profiles)
             recorded = self.runner.metadata.get(METADATA_EXTRACTOR) or extractor_name
@@ -570,7 +570,7 @@ def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],
     extractor_manifest = load_manifest(given)
     if extractor_manifest is not None and extractor_manifest.extractor_network is None:
         raise ContractError(f"{given} is not a feature extractor engine (its manifest records no extractor network): "
-                            "give the extractor engine build_engine.py made from export.py --extractor_path")
+                            "give the extractor engine build_engine.py made from export.py --extractor-path")
     return given, extractor_manifest
 
 

@@ -287,3 +287,19 @@ def test_torch_comes_from_the_cpu_index_where_reachable_else_from_the_registry()
                                  env={**os.environ, "TORCH_CPU_INDEX": f"http://127.0.0.1:{server.server_port}/gone"})
     assert unreachable.stdout.strip() == f"{pip} install torch==2.13.0"
     assert make("-n", "setup").stdout.count("scripts/install_torch.sh .venv/bin/pip 2.13.0") == 1
+
+
+# --- 8. padding: one truth -------------------------------------------------------------------------------------
+
+
+def test_a_request_is_padded_to_its_profiles_min_and_to_opt_only_at_a_fixed_shape():
+    from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1
+    from trt.runtime.base import Profile
+
+    bucket = Profile.from_ranges("n4096", {BATCH: (1, 1, 4), KEYPOINTS0: (2049, 4096, 4096),
+                                           KEYPOINTS1: (2049, 4096, 4096)})
+    request = {BATCH: 1, KEYPOINTS0: 100, KEYPOINTS1: 3000}
+    assert bucket.holds(request) and bucket.padded(request) == {BATCH: 1, KEYPOINTS0: 2049, KEYPOINTS1: 3000}
+    assert bucket.at_opt().padded(request) == {BATCH: 1, KEYPOINTS0: 4096, KEYPOINTS1: 4096}  # CUDA graphs
+    for path in sorted((ROOT / "profiles").glob("*.toml")):  # every profile file says so
+        assert "padded up to the min, no further" in " ".join(path.read_text().replace("# ", "").split()), path

@@ -121,6 +121,7 @@ def test_cli_writes_json_npz_and_png(sift_engine, images, tmp_path):
     assert record["engine"]["backend"] == "openvino" and record["engine"]["builder"]["name"] == "tensorrt-rtx"
     assert record["engine"]["runtime_precision"] == "f32" and record["engine"]["runtime_precision_reason"]
     assert record["engine"]["profiles"][0]["keypoints0"] == [1, 1024, 1024]
+    assert record["engine"]["weights"] == {"kind": "random", "source": "random seed 0 (for tests, not trained)"}
     assert {"extract", "match", "compute"} <= set(record["timings"])
 
     picture = cv2.imread(str(out_png))
@@ -313,7 +314,7 @@ def test_engine_problems_fail_cleanly(sift_nn_engine, images, tmp_path, case, ba
     "args, message",
     [
         (["--output", "m.txt"], "name it .json or .npz"),
-        (["--viz", "m.jpg"], "must be a .png"),
+        (["--viz", "m.txt"], "name it with an image suffix OpenCV writes"),
         (["--backend", "cuda"], "invalid choice"),
         (["--precision", "fp16"], "invalid choice"),
         (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 is an OpenVINO setting"),

@@ -12,8 +12,6 @@
 # random (seeded), or a path; NETWORK picks a variant (aliked-n16rot, aliked-n32, aliked-t16).
 
 PYTHON     ?= .venv/bin/python
-# The scripts' messages name make variables (WEIGHTS=nn) instead of their flags (trt/cli.py, MAKE_VARIABLES).
-export LG_VIA_MAKE := 1
 EXTRACTOR  ?= sift
 WEIGHTS    ?= official
 PRECISION  ?= fp32
@@ -75,6 +73,9 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
 endif
 
 .PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm clean
+# Under these targets (and the files they make) the scripts' messages name make variables (WEIGHTS=nn), not
+# their flags (trt/cli.py, MAKE_VARIABLES).
+onnx engine trtexec sfm bf16-gate: export LG_VIA_MAKE := 1
 .DELETE_ON_ERROR:
 
 setup:
@@ -123,7 +124,7 @@ demo:
 		"--viz matches.jpg  (test weights, not trained: make engine builds SIFT's official LightGlue)"
 
 test:
-	LG_VIA_MAKE= $(PYTHON) -m pytest -q -ra --durations=15
+	$(PYTHON) -m pytest -q -ra --durations=15
 
 # Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
 # torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and

@@ -48,7 +48,10 @@ def weights_label(summary: dict) -> str:
         if not weights:
             return "weights not recorded (an engine without its manifest, or an ONNX not exported by export.py)"
         template = WEIGHTS_LABELS.get(weights.get("kind"), "{kind} weights")
-        return template.format(kind=weights.get("kind"), source=weights.get("source") or "no hash recorded")
+        source = weights.get("source") or "no hash recorded"
+        if source.startswith("sha256:") and len(source) > 19:
+            source = source[:19] + "…"  # enough to tell files apart on one line; the JSON has all of it
+        return template.format(kind=weights.get("kind"), source=source)
 
     matcher = summary.get("weights")
     extractor = (summary.get("extractor_engine") or {}).get("weights")

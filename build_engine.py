@@ -14,7 +14,7 @@ import argparse
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from trt.cli import run
+from trt.cli import ArgumentParser, run
 from trt.errors import UserError
 from trt.precision import BUILD_PRECISION_ALIASES, canonical_precision
 from trt.engine.backends import BUILDERS, PRECISIONS
@@ -24,7 +24,7 @@ from trt.validation import path_arg, positive_int_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", type=path_arg, required=True,
                         help="exported matcher or extractor (or any ONNX with fixed input shapes)")
     parser.add_argument("--profiles", type=path_arg, default=None,

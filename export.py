@@ -26,13 +26,13 @@ import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
-from trt.cli import OneSpellingHelp, run, spellings
+from trt.cli import ArgumentParser, OneSpellingHelp, run, spellings
 from trt.extractor_contract import DEFAULT_MAX_KEYPOINTS
 from trt.extractors import EXTRACTORS, NETWORKS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=OneSpellingHelp)
+    parser = ArgumentParser(description=__doc__, formatter_class=OneSpellingHelp)
     parser.add_argument(*spellings("--extractor-type", "--extractor"), dest="extractor_type", default="sift",
                         help=f"feature type the matcher was trained for: {', '.join(EXTRACTORS)}")
     parser.add_argument(*spellings("--lightglue-path", "--output"), dest="lightglue_path", type=Path, default=None,

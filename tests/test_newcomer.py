@@ -89,6 +89,16 @@ def test_offline_make_engine_names_make_variables_and_the_script_names_flags(tmp
     assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "s.onnx").exists()
 
 
+def test_a_bad_make_variable_is_named_as_typed(standin, tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(standin.read_bytes())  # newer than the sources: make goes straight to the build
+    (tmp_path / "p.toml").write_text(profile_toml(("n64", 1, 32, 64)))
+    done = make("engine", f"ONNX={onnx}", f"OUT={tmp_path}/m.engine", f"PROFILES={tmp_path}/p.toml", "PRECISION=fp64")
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: argument PRECISION: invalid choice: 'fp64' (choose from "), done.stderr
+    assert "usage:" not in done.stderr and not (tmp_path / "m.engine").exists()
+
+
 def test_make_trtexec_needs_no_weights_and_prints_both_builders(tmp_path):
     """No ONNX and no weights: the commands are read from a stand-in export, with the paths make would use."""
     (tmp_path / "p.toml").write_text(profile_toml(("n256", 1, 256, 256)))

@@ -93,6 +93,16 @@ class OneSpellingHelp(argparse.RawDescriptionHelpFormatter):
         return super()._format_action_invocation(shown)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors speak the user's tool: under make one line naming the make variable
+    ("error: argument PRECISION: invalid choice: 'fp64' ..."), without the script's usage, which names flags."""
+
+    def error(self, message):
+        if via_make():
+            self.exit(2, f"error: {speak_make(message)}\n")
+        super().error(message)
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {for_user(str(message))}\n"
 

@@ -8,13 +8,13 @@ See trt/sfm/pipeline.py for the steps and the files written.
 import argparse
 from pathlib import Path
 
-from trt.cli import run
+from trt.cli import ArgumentParser, run
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
 from trt.sfm.pipeline import EXHAUSTIVE, SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trt.sfm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m trt.sfm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, required=True, help="folder of photos (searched recursively)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the model, database and h5 files")
     parser.add_argument("--engine", type=Path, required=True, help="the matcher engine (its manifest beside it)")

@@ -36,7 +36,8 @@ else ifeq ($(WEIGHTS),sharp)
   WEIGHTS_TAG  := -sharp
 else
   WEIGHTS_FLAG := --weights $(WEIGHTS)
-  WEIGHTS_TAG  := -$(basename $(notdir $(WEIGHTS)))
+  # A file named as the official one (aliked_lightglue.pth) keeps the official names; others tag them.
+  WEIGHTS_TAG  := $(if $(filter $(EXTRACTOR)_lightglue,$(basename $(notdir $(WEIGHTS)))),,-$(basename $(notdir $(WEIGHTS))))
   WEIGHTS_FILE := $(WEIGHTS)
 endif
 
@@ -59,8 +60,8 @@ else ifeq ($(EXTRACTOR_WEIGHTS),random)
   EXTRACTOR_WEIGHTS_FLAG := --extractor-random-weights 0
   EXTRACTOR_WEIGHTS_TAG  := -random
 else
-  EXTRACTOR_WEIGHTS_FLAG := --extractor_weights $(EXTRACTOR_WEIGHTS)
-  EXTRACTOR_WEIGHTS_TAG  := -$(basename $(notdir $(EXTRACTOR_WEIGHTS)))
+  EXTRACTOR_WEIGHTS_FLAG := --extractor-weights $(EXTRACTOR_WEIGHTS)
+  EXTRACTOR_WEIGHTS_TAG  := $(if $(filter $(NETWORK),$(basename $(notdir $(EXTRACTOR_WEIGHTS)))),,-$(basename $(notdir $(EXTRACTOR_WEIGHTS))))
   EXTRACTOR_WEIGHTS_FILE := $(EXTRACTOR_WEIGHTS)
 endif
 EXTRACTOR_ONNX ?= weights/$(NETWORK)$(EXTRACTOR_WEIGHTS_TAG).onnx
@@ -72,19 +73,22 @@ ifneq ($(filter $(EXTRACTOR),$(LEARNED_EXTRACTORS)),)
 endif
 
 .PHONY: setup onnx engine demo test bench eval bf16-gate trtexec sfm serve triton soak clean
+# Under these targets (and the files they make) the scripts' messages name make variables (WEIGHTS=nn), not
+# their flags (trt/cli.py, MAKE_VARIABLES).
+onnx engine trtexec sfm bf16-gate: export LG_VIA_MAKE := 1
 .DELETE_ON_ERROR:
 
 setup:
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip
-	# The CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
-	.venv/bin/pip install torch==2.13.0
+	# The CPU build of torch from PyTorch's CPU index where reachable, else the registry's torch (says which).
+	scripts/install_torch.sh .venv/bin/pip 2.13.0
 	.venv/bin/pip install -e '.[test]'
 
 onnx: $(ONNX) $(LINKED_ONNX)
 
 $(ONNX): $(EXPORT_SOURCES) $(WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --lightglue_path $@ --dynamic $(WEIGHTS_FLAG)
+	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --lightglue-path $@ --dynamic $(WEIGHTS_FLAG)
 
 engine: $(OUT)
 
@@ -93,17 +97,21 @@ $(OUT): $(ONNX) $(PROFILES) $(BUILD_SOURCES) $(LINKED_ENGINE)
 		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@ $(LINK_FLAG)
 
 $(EXTRACTOR_ONNX): $(EXPORT_SOURCES) trt/extractor_contract.py $(EXTRACTOR_WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --extractor-model $(NETWORK) --extractor_path $@ --dynamic \
+	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --extractor-model $(NETWORK) --extractor-path $@ --dynamic \
 		$(EXTRACTOR_WEIGHTS_FLAG)
 
 $(EXTRACTOR_OUT): $(EXTRACTOR_ONNX) $(EXTRACTOR_PROFILES) $(BUILD_SOURCES)
 	$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) \
 		$(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $@
 
-trtexec: $(ONNX) $(LINKED_ONNX)
-	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --profiles $(EXTRACTOR_PROFILES) \
-		--precision $(PRECISION) --output $(EXTRACTOR_OUT) --print-trtexec)
-	@$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) --output $(OUT) --print-trtexec
+# The trtexec and tensorrt_rtx commands make engine's build equals; no weights needed (an ONNX not exported yet
+# is read from a stand-in export of the same graph).
+trtexec:
+	@$(if $(LINKED_ONNX),$(PYTHON) build_engine.py --onnx $(EXTRACTOR_ONNX) --stand-in extractor:$(NETWORK) \
+		--profiles $(EXTRACTOR_PROFILES) --precision $(PRECISION) $(if $(TARGET_SM),--target-sm $(TARGET_SM)) \
+		--output $(EXTRACTOR_OUT) --print-trtexec)
+	@$(PYTHON) build_engine.py --onnx $(ONNX) --stand-in matcher:$(EXTRACTOR) --profiles $(PROFILES) \
+		--precision $(PRECISION) $(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $(OUT) --print-trtexec
 
 # The main job end to end on a generated pair: export → engine → matches, then the homography check.
 demo:
@@ -112,6 +120,8 @@ demo:
 	$(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
 		--output $(DEMO_DIR)/matches.json --viz $(DEMO_DIR)/matches.png
 	$(PYTHON) -m trt.demo check $(DEMO_DIR)/matches.json $(DEMO_DIR)/H_0_1.txt
+	@echo "next: match your own photos: $(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine a.jpg b.jpg" \
+		"--viz matches.jpg  (test weights, not trained: make engine builds SIFT's official LightGlue)"
 
 test:
 	$(PYTHON) -m pytest -q -ra --durations=15

@@ -33,6 +33,7 @@ from trt.extractors import EXTRACTORS
 from trt.fileio import CreatedPaths
 from trt.jobs.pairs import pairing
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE, Matcher
+from trt.precision import SERVE_PRECISION_ALIASES, canonical_precision
 from trt.runtime.openvino_session import PRECISIONS
 from trt.validation import (
     DEFAULT_MAX_PIXELS,
@@ -63,9 +64,10 @@ def add_matcher_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: TensorRT where a CUDA GPU, TensorRT and pycuda exist, else OpenVINO (CPU), "
                              "else ONNX Runtime")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="OpenVINO: f32, or mixed bf16; auto: bf16 where the CPU has AMX or AVX512-BF16 and "
-                             "the bf16 accuracy gate passed for the model, else f32")
+    parser.add_argument("--precision", type=lambda text: canonical_precision(text, SERVE_PRECISION_ALIASES),
+                        choices=PRECISIONS, default="auto",
+                        help="OpenVINO: f32 (or fp32, build_engine.py's spelling), or mixed bf16; auto: bf16 where "
+                             "the CPU has AMX or AVX512-BF16 and the bf16 accuracy gate passed for the model, else f32")
     parser.add_argument("--threshold", type=threshold_arg, default=DEFAULT_THRESHOLD,
                         help="match score threshold, 0 <= threshold < 1 (scores lie in (0, 1])")
     parser.add_argument("--max-keypoints", type=max_keypoints_arg,
@@ -85,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", type=path_arg, help="two images to match (or use --pairs)")
     add_matcher_arguments(parser)
     parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
-    parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
+    parser.add_argument("--viz", type=path_arg,
+                        help="picture of the matches, in the format its suffix names (.png, .jpg, .webp, ...)")
     parser.add_argument("--pairs", type=path_arg,
                         help="text file of image pairs, one 'image0 image1' per line; or 'exhaustive' (every pair) or "
                              "'sequential[:K]' (each image with the next K) of the images in --image-dir")
@@ -136,7 +139,7 @@ def matcher_options(args, mode: Optional[str] = None) -> dict:
     them); ``mode``: OpenVINO's, by default "throughput" for pairs jobs and "latency" for one pair."""
     return dict(
         engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
-        max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
+        max_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
         precision=args.precision, mode=mode or ("throughput" if args.pairs is not None else "latency"),
     )
@@ -161,7 +164,7 @@ def format_timings(timings: dict) -> str:
 def match_one(args) -> list[Path]:
     """Match the two images; write --output and --viz; return the paths written."""
     from trt.jobs.job import prepare_pair, run_pair
-    from trt.runtime.outputs import backend_label, format_device_memory
+    from trt.runtime.outputs import backend_label, format_device_memory, weights_label
 
     check_distinct_paths(
         {"--output": args.output, "--viz": args.viz},
@@ -177,7 +180,8 @@ def match_one(args) -> list[Path]:
             result, written = run_pair(matcher, job)
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
-    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
+    print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)}, "
+          f"{weights_label(result.engine)})")
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     # Ray runs its workers at nice 15 by default; on a machine shared with other work that would starve the
     # replicas against the in-process loop (nice 0) and measure the neighbours, not Serve.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    options = {"engine": args.engine, "max_num_keypoints": args.max_keypoints, "mode": "throughput"}
+    options = {"engine": args.engine, "max_keypoints": args.max_keypoints, "mode": "throughput"}
     pairs = serve_load.default_pairs(args.data_dir)
     server_options = ServerOptions(matcher_options=options, port=serve_load.free_port(), replicas=args.replicas,
                                    max_batch_size=args.max_batch_size)

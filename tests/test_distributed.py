@@ -79,7 +79,7 @@ def test_a_killed_worker_loses_no_pair_and_writes_none_twice(nn_engine, photos, 
             killed.append(stages.worker_pids()[0])
             os.kill(killed[0], signal.SIGKILL)
 
-    options = dict(engine=nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0)
+    options = dict(engine=nn_engine, max_keypoints=int(KEYPOINTS), threshold=0)
     with RayStages(options, workers=2) as stages:
         report = run_pairs_job(read_pairs(pairs_file(tmp_path, *EXHAUSTIVE), photos), outputs, stages,
                                     progress=False, on_chunk=kill_a_busy_worker)
@@ -97,7 +97,7 @@ def test_workers_read_images_under_the_jobs_pixel_limit(nn_engine, photos, tmp_p
     from trt.validation import pixel_limit
 
     out = prepare_output_dir(tmp_path / "out")
-    options = dict(engine=nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0)
+    options = dict(engine=nn_engine, max_keypoints=int(KEYPOINTS), threshold=0)
     with pixel_limit(100_000), RayStages(options, workers=1) as stages:  # the half-size photos: 400x320 = 128000
         report = run_pairs_job(read_pairs(pairs_file(tmp_path, "a.jpg b.jpg"), photos),
                                     PairFiles(out, "json", threshold=0), stages, progress=False)

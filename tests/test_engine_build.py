@@ -167,8 +167,13 @@ def test_print_trtexec_matches_profile_file(standin, small_profiles, tmp_path):
     result = run_cli("--onnx", standin, "--profiles", small_profiles, "--output", output, "--print-trtexec",
                      "--precision", "fp16", "--workspace", "512", "--opt-level", "4")
     assert result.returncode == 0, result.stderr
-    argv = shlex.split(result.stdout)
+    full, rtx = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    argv = shlex.split(full)
     assert argv[:4] == ["trtexec", f"--onnx={standin}", f"--saveEngine={output}", "--skipInference"]
+    # tensorrt-rtx builds the mixed-FP16 ONNX build_engine writes beside the engine, with the same shapes
+    assert rtx.startswith(f"tensorrt_rtx --onnx={tmp_path}/x.fp16.onnx --saveEngine={output} --skipInference")
+    assert "--maxShapes=kpts0:2x128x2,desc0:2x128x128,scales0:2x128" in rtx and "--fp16" not in rtx
+    assert rtx.endswith("--memPoolSize=workspace:512M --builderOptimizationLevel=4")
     profiles = load_profiles(GraphSignature.from_onnx(standin), small_profiles)
     flags = argv[4:4 + 4 * len(profiles)]
     assert flags[0::4] == [f"--profile={index}" for index in range(len(profiles))]
@@ -178,7 +183,7 @@ def test_print_trtexec_matches_profile_file(standin, small_profiles, tmp_path):
             assert option == f"--{which}Shapes"
             given = {name: tuple(map(int, dims.split("x"))) for name, dims in (item.split(":") for item in spec.split(","))}
             assert given == {name: getattr(shape, which) for name, shape in profile.shapes.items()}
-    assert "--maxShapes=kpts0:2x128x2,desc0:2x128x128,scales0:2x128" in result.stdout
+    assert "--maxShapes=kpts0:2x128x2,desc0:2x128x128,scales0:2x128" in full
     rest = argv[4 + len(flags):]
     assert rest[:2] == ["--fp16", "--precisionConstraints=obey"]
     assert rest[2] == "--layerPrecisions=/log_assignment.8/Sum_0:fp32,/Cast_0:fp32,/log_assignment.8/Sum_1:fp32,/Cast_1:fp32"

@@ -273,4 +273,4 @@ def test_download_when_absent_verifies_and_writes_atomically(tmp_path, official_
 def test_static_flags_with_dynamic_warn(tmp_path):
     result = run_export(SEED_COMMAND + ["--random-weights", "0", "--num_keypoints", "512"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "warning: --num_keypoints ignored: --dynamic exports take any batch and keypoint count" in result.stderr
+    assert "warning: --num-keypoints ignored: --dynamic exports take any batch and keypoint count" in result.stderr

@@ -106,7 +106,7 @@ def test_print_trtexec_for_an_extractor(aliked_extractor_onnx, tmp_path):
     output = tmp_path / "x.engine"
     result = run_cli("--onnx", aliked_extractor_onnx, "--output", output, "--print-trtexec", "--precision", "fp16")
     assert result.returncode == 0, result.stderr
-    argv = shlex.split(result.stdout)
+    argv = shlex.split(next(line for line in result.stdout.splitlines() if line.startswith("trtexec ")))
     assert argv[:4] == ["trtexec", f"--onnx={aliked_extractor_onnx}", f"--saveEngine={output}", "--skipInference"]
     assert [a for a in argv if a.startswith("--profile=")] == [f"--profile={i}" for i in range(6)]
     assert "--maxShapes=image:4x3x1088x1920,region:4x4" in argv and "--minShapes=image:1x3x64x64,region:1x4" in argv
@@ -267,16 +267,21 @@ def test_make_engine_aliked_commands(tmp_path):
     commands = [shlex.split(line) for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
     assert [c[1] for c in commands] == ["export.py", "export.py", "build_engine.py", "build_engine.py"]
     matcher_export, extractor_export, extractor_build, matcher_build = commands
-    assert "--lightglue_path" in matcher_export and "--extractor_path" not in matcher_export
-    assert extractor_export[extractor_export.index("--extractor_path") + 1] == "weights/aliked-n16-aliked-n16.onnx"
+    assert "--lightglue-path" in matcher_export and "--extractor-path" not in matcher_export
+    # a file named as the official one keeps the official ONNX name (not weights/aliked-n16-aliked-n16.onnx)
+    assert extractor_export[extractor_export.index("--extractor-path") + 1] == "weights/aliked-n16.onnx"
     assert extractor_export[extractor_export.index("--extractor-model") + 1] == "aliked-n16"
-    assert extractor_export[extractor_export.index("--extractor_weights") + 1] == str(checkpoint)
+    assert extractor_export[extractor_export.index("--extractor-weights") + 1] == str(checkpoint)
     assert extractor_build[extractor_build.index("--profiles") + 1] == "profiles/extractors/aliked.toml"
     assert extractor_build[extractor_build.index("--output") + 1] == "/srv/aliked_lightglue.extractor.engine"
     assert extractor_build[extractor_build.index("--precision") + 1] == "fp16"
     assert matcher_build[matcher_build.index("--extractor-engine") + 1] == "/srv/aliked_lightglue.extractor.engine"
     sift = make("-n", "engine", "EXTRACTOR=sift", "WEIGHTS=random")
-    assert "--extractor" not in sift.stdout.replace("--extractor_type", "")  # SIFT stays on the host
+    assert "--extractor" not in sift.stdout.replace("--extractor-type", "")  # SIFT stays on the host
+    (tmp_path / "tuned.pth").write_bytes(b"")
+    other = make("-n", "--no-print-directory", "onnx", "EXTRACTOR=aliked", f"EXTRACTOR_WEIGHTS={tmp_path}/tuned.pth",
+                 "WEIGHTS=random")
+    assert "--extractor-path weights/aliked-n16-tuned.onnx" in other.stdout, other.stderr  # other files tag the name
 
 
 @pytest.mark.slow
@@ -303,7 +308,8 @@ def test_make_engine_builds_the_extractor_engine_beside_the_matcher(superpoint_o
     assert again.returncode == 0 and "Nothing to be done" in again.stdout
     trtexec = make("-s", "trtexec", *variables)
     assert trtexec.returncode == 0, trtexec.stderr
-    first, second = trtexec.stdout.strip().splitlines()
-    assert f"--saveEngine={extractor}" in first and "image:2x1x256x320" in first
-    assert f"--saveEngine={matcher}" in second and "kpts0:1x256x2" in second
+    first, first_rtx, second, second_rtx = [line for line in trtexec.stdout.splitlines() if not line.startswith("#")]
+    assert first.startswith("trtexec ") and first_rtx.startswith("tensorrt_rtx ")
+    assert f"--saveEngine={extractor}" in first and "image:2x1x256x320" in first and "image:2x1x256x320" in first_rtx
+    assert f"--saveEngine={matcher}" in second and "kpts0:1x256x2" in second and f"--saveEngine={matcher}" in second_rtx
     assert json.loads(manifest_path(matcher).read_text())["format"] == "lightglue-trt-engine/1"

@@ -356,10 +356,10 @@ def test_export_cli_writes_both_or_neither(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--extractor_type=aliked", "--max_num_keypoints", str(MAX_KEYPOINTS + 1)],
-     f"--max_num_keypoints {MAX_KEYPOINTS + 1} is more than TensorRT's TopK allows \\({MAX_KEYPOINTS}\\)"),
+     f"--max-keypoints {MAX_KEYPOINTS + 1} is more than TensorRT's TopK allows \\({MAX_KEYPOINTS}\\)"),
     (["--extractor_type=aliked", "--extractor-model", "aliked-n32"],
      r"no weights at weights/aliked-n32.pth .* Download https://github.com/Shiaoming/ALIKED/raw/main/models/"
-     r"aliked-n32.pth and put it at weights/aliked-n32.pth, pass --extractor_weights FILE"),
+     r"aliked-n32.pth and put it at weights/aliked-n32.pth, pass --extractor-weights FILE"),
 ])
 def test_export_cli_bad_input(args, message, tmp_path):
     result = run_export([*args, "--extractor_path", "x.onnx", "--dynamic"], tmp_path)
@@ -370,13 +370,13 @@ def test_export_cli_bad_input(args, message, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_num_keypoints": 0}, "--max_num_keypoints must be a positive integer"),
+    ({"max_num_keypoints": 0}, "--max-keypoints must be a positive integer"),
     ({"extractor": "sift"}, "sift features come from OpenCV on the host"),
     ({"extractor": "disk", "weights": Path("missing.pth")}, "weights file missing.pth does not exist"),
     ({"extractor": "superpoint", "random_seed": 0, "dynamic": False, "image_size": (60, 80)},
      "height and width are positive multiples of the network's stride 8, not 60x80"),
-    ({"extractor": "superpoint", "random_seed": 0, "weights": Path("x.pth")}, "choose one of --extractor_weights and"),
-    ({"nms_radius": 0}, "--nms_radius must be a positive integer"),
+    ({"extractor": "superpoint", "random_seed": 0, "weights": Path("x.pth")}, "choose one of --extractor-weights and"),
+    ({"nms_radius": 0}, "--nms-radius must be a positive integer"),
 ])
 def test_export_bad_input(kwargs, message, tmp_path):
     from trt.onnx.export_extractor import export_extractor

@@ -189,7 +189,7 @@ def test_progress_moves_with_each_engine_call(nn_engine, photos, tmp_path):  # n
     pairs = read_pairs(pairs_file(tmp_path, "a.jpg b.jpg", "a.jpg c.jpg", "a.jpg d.jpg", "b.jpg c.jpg", "b.jpg d.jpg",
                                   "c.jpg d.jpg"), photos)
     seen = []
-    with Matcher.from_engine(nn_engine, max_num_keypoints=int(KEYPOINTS)) as matcher:
+    with Matcher.from_engine(nn_engine, max_keypoints=int(KEYPOINTS)) as matcher:
         with LocalStages(matcher, spill_parent=tmp_path) as stages:
             assert stages.chunk_size(6) == 4  # the test profile's batch: 1 to 4
             run_pairs_job(pairs, PairFiles(prepare_output_dir(tmp_path / "out"), "json", 0.1), stages,

@@ -67,7 +67,7 @@ def test_each_image_is_extracted_once_and_a_rerun_resumes(nn_engine, photos, tmp
     damaged output is redone alone; other settings are refused rather than mixed in."""
     pairs = pairs_file(tmp_path, "a.jpg b.jpg", "a.jpg c.jpg", "a.jpg d.jpg", "b.jpg c.jpg", "b.jpg d.jpg", "c.jpg d.jpg")
     out = tmp_path / "out"
-    with Matcher.from_engine(nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0) as matcher:
+    with Matcher.from_engine(nn_engine, max_keypoints=int(KEYPOINTS), threshold=0) as matcher:
         extracted = []
         extract = matcher.extract
         matcher.extract = lambda image: extracted.append(image) or extract(image)
@@ -107,7 +107,7 @@ def test_single_process_matches_equal_one_match_call_each(nn_engine, photos, tmp
     pairs = pairs_file(tmp_path, f"{photos}/a.jpg {photos}/b.jpg", f"{photos}/c.jpg {photos}/a.jpg")
     done = match_cli(nn_engine, pairs, tmp_path / "out")
     assert done.returncode == 0, done.stderr
-    with Matcher.from_engine(nn_engine, max_num_keypoints=int(KEYPOINTS), threshold=0) as matcher:
+    with Matcher.from_engine(nn_engine, max_keypoints=int(KEYPOINTS), threshold=0) as matcher:
         direct = matcher.match(photos / "c.jpg", photos / "a.jpg")
     flat = str(photos).strip("/").replace("/", "-")
     record = json.loads((tmp_path / "out" / f"{flat}-c.jpg__{flat}-a.jpg.json").read_text())

@@ -218,19 +218,19 @@ NUMBERS = st.one_of(
 @given(st.floats(0, 1, exclude_max=True) | NUMBERS,
        st.none() | st.integers(MIN_KEYPOINTS, MAX_KEYPOINTS) | NUMBERS,
        st.none() | st.integers(MIN_RESIZE, MAX_RESIZE) | NUMBERS)
-def test_matcher_settings_are_taken_within_their_ranges_or_refused(engine, threshold, max_num_keypoints, resize):
+def test_matcher_settings_are_taken_within_their_ranges_or_refused(engine, threshold, max_keypoints, resize):
     def integer(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     valid = (
         (integer(threshold) or isinstance(threshold, (float, np.floating))) and 0 <= min(threshold, 2) < 1
         and np.float32(min(threshold, 2)) < 1
-        and (max_num_keypoints is None or integer(max_num_keypoints) and MIN_KEYPOINTS <= max_num_keypoints <= MAX_KEYPOINTS)
+        and (max_keypoints is None or integer(max_keypoints) and MIN_KEYPOINTS <= max_keypoints <= MAX_KEYPOINTS)
         and (resize is None or integer(resize) and MIN_RESIZE <= resize <= MAX_RESIZE)
     )
     try:
         matcher = Matcher(OnnxRuntimeSession(engine.parent / "tiny.onnx"), threshold=threshold,
-                          max_num_keypoints=max_num_keypoints, resize=resize)
+                          max_keypoints=max_keypoints, resize=resize)
     except UserError as error:
         assert_user_error(error)
         assert not valid, f"valid settings refused: {error}"
@@ -500,7 +500,7 @@ def test_build_arguments_give_the_command_or_one_error_and_write_nothing(engine,
     run = cli(build_cli.main, argv, cwd=folder)
     assert snapshot(folder) == before
     if run.code == 0:
-        assert run.stdout.startswith("trtexec --onnx=") and "--saveEngine=" in run.stdout
+        assert "\ntrtexec --onnx=" in run.stdout and "\ntensorrt_rtx --onnx=" in run.stdout and "--saveEngine=" in run.stdout
         assert onnx in ("@onnx", "@onnx.engine") and output not in ("@profiles", "")
         assert paths.get(output, output) != paths[onnx] and not (output is None and onnx == "@onnx.engine")
     else:

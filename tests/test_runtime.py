@@ -311,16 +311,16 @@ def test_keypoints_beyond_the_profiles_keep_the_strongest_with_a_warning(standin
             matcher.match_features(f0, f1)
 
 
-def test_max_num_keypoints_keeps_the_strongest_silently(standin):
+def test_max_keypoints_keeps_the_strongest_silently(standin):
     rng = np.random.default_rng(5)
     f0, f1 = random_features(rng, 50), random_features(rng, 50)
-    with Matcher(OnnxRuntimeSession(standin, profiles=PROFILES), max_num_keypoints=20) as matcher:
+    with Matcher(OnnxRuntimeSession(standin, profiles=PROFILES), max_keypoints=20) as matcher:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             result = matcher.match_features(f0, f1)
     assert len(result.keypoints0) == len(result.keypoints1) == 20
-    with pytest.raises(UserError, match="max_num_keypoints"):
-        Matcher(OnnxRuntimeSession(standin), max_num_keypoints=1)
+    with pytest.raises(UserError, match="max_keypoints"):
+        Matcher(OnnxRuntimeSession(standin), max_keypoints=1)
     with pytest.raises(UserError, match="on_overflow"):
         Matcher(OnnxRuntimeSession(standin), on_overflow="drop")
 

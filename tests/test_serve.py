@@ -42,7 +42,7 @@ def server(sift_nn_engine, photos):  # noqa: F811
         for key, value in QUIET_RAY.items():
             patch.setenv(key, value)
         options = ServerOptions(
-            matcher_options={"engine": sift_nn_engine, "max_num_keypoints": KEYPOINTS, "resize": None, "mode": "throughput"},
+            matcher_options={"engine": sift_nn_engine, "max_keypoints": KEYPOINTS, "resize": None, "mode": "throughput"},
             port=serve_load.free_port(), replicas=2, batch_wait_ms=200, max_body_mb=2, metrics_port=serve_load.free_port(),
             ray_init={"num_cpus": 2, "object_store_memory": 80 << 20},
         )
@@ -77,7 +77,7 @@ def test_match_answers_the_record_trt_infer_writes(server, client, sift_nn_engin
 def test_match_features_json_and_npz_give_the_matches_of_images(server, client, photos):  # noqa: F811
     from trt.runtime.matcher import Matcher
 
-    with Matcher.from_engine(server.options.matcher_options["engine"], max_num_keypoints=KEYPOINTS, resize=None) as matcher:
+    with Matcher.from_engine(server.options.matcher_options["engine"], max_keypoints=KEYPOINTS, resize=None) as matcher:
         features = [serve_load.features_record(matcher.extract(photos / name)) for name in ("a.jpg", "c.jpg")]
     from_images = client.match(photos / "a.jpg", photos / "c.jpg", threshold=0.2)
     from_npz = client.match_features(*features, threshold=0.2)
@@ -152,7 +152,7 @@ def test_a_short_soak_with_a_replica_killed_loses_no_good_request(server, photos
     from trt.runtime.matcher import Matcher
 
     pairs = [(photos / "a.jpg", photos / "b.jpg"), (photos / "c.jpg", photos / "d.jpg")]
-    with Matcher.from_engine(server.options.matcher_options["engine"], max_num_keypoints=KEYPOINTS, resize=None) as matcher:
+    with Matcher.from_engine(server.options.matcher_options["engine"], max_keypoints=KEYPOINTS, resize=None) as matcher:
         expected, features = serve_load.expected_records(matcher, pairs)
     good = serve_load.good_calls(pairs, features, {"max_keypoints": KEYPOINTS, "resize": 0})
     bad = serve_load.bad_calls((photos / "a.jpg").read_bytes(), 2 << 20)

@@ -69,7 +69,7 @@ def test_a_misspelt_field_is_refused_by_the_parser(repository):
 def test_the_front_end_gives_the_matches_of_the_matcher(repository, sift_nn_engine, photos):  # noqa: F811
     """The front-end's engine calls go to the plan model of the profile that holds them; here OpenVINO answers
     them, so its matches must equal those of the project's Matcher on OpenVINO."""
-    with Matcher.from_engine(sift_nn_engine, backend="openvino", max_num_keypoints=KEYPOINTS, resize=None) as matcher:
+    with Matcher.from_engine(sift_nn_engine, backend="openvino", max_keypoints=KEYPOINTS, resize=None) as matcher:
         expected = matcher.match(photos / "a.jpg", photos / "b.jpg")
         called = []
 

@@ -297,7 +297,8 @@ def test_the_manifest_schema_and_the_dataclasses_agree():
     assert set(PROFILE_SCHEMA.fields) == {f.name for f in fields(ProfileRecord)}
     assert set(TENSOR_SCHEMA.fields) == {f.name for f in fields(TensorRecord)}
     # format: checked first, by itself
-    assert SCHEMA.optional == {"timings", "created", "options", "format", "extractor_network", "extractor_engine"}
+    assert SCHEMA.optional == {"timings", "created", "options", "format", "extractor_network", "extractor_engine",
+                               "weights"}
 
 
 def test_target_compute_capability_may_be_null_a_string_or_a_list(engine, tmp_path):
@@ -422,8 +423,8 @@ def test_api_threshold_range():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"max_num_keypoints": 2**31}, "max_num_keypoints must be an integer from 2 to 1048576"),
-    ({"max_num_keypoints": 2.5}, "max_num_keypoints must be an integer"),
+    ({"max_keypoints": 2**31}, "max_keypoints must be an integer from 2 to 1048576"),
+    ({"max_keypoints": 2.5}, "max_keypoints must be an integer"),
     ({"resize": 100000}, "resize must be None .* 64 to 4096 pixels"),
     ({"resize": 8}, "resize must be None"),
     ({"resize": 0}, "resize must be None"),

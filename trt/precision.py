@@ -18,6 +18,17 @@ the exported ONNX's (OpenVINO keeps them as friendly names).
 
 import json
 
+# Precision names: builds say fp32/fp16 (TensorRT's words), serving on OpenVINO says f32/bf16 (OpenVINO's).
+# Each side takes the other's spelling of the same precision too.
+BUILD_PRECISION_ALIASES = {"f32": "fp32", "f16": "fp16"}
+SERVE_PRECISION_ALIASES = {"fp32": "f32"}
+
+
+def canonical_precision(value: str, aliases: dict) -> str:
+    """``value`` under its side's own spelling (``aliases``: one of the tables above); unknown values pass
+    through unchanged, for the caller's check to refuse with its list of choices."""
+    return aliases.get(value, value)
+
 REDUCED_SCOPES = ("/transformers.", "/input_proj")
 # Inside the region, nodes whose name contains one of these (the ONNX op type is part of every
 # exported node's name) stay float32.

@@ -121,7 +121,7 @@ def _as_float32(value) -> np.float32:
             return np.float32(np.inf)
 
 
-def check_max_keypoints(value: Optional[int], what: str = "max_num_keypoints") -> Optional[int]:
+def check_max_keypoints(value: Optional[int], what: str = "max_keypoints") -> Optional[int]:
     """Keypoints kept per image: None (what the engine holds) or ``MIN_KEYPOINTS``..``MAX_KEYPOINTS``."""
     return None if value is None else check_integer(value, what, MIN_KEYPOINTS, MAX_KEYPOINTS)
 
@@ -411,7 +411,7 @@ def check_matcher_manifest(engine: Path, manifest) -> None:
         return
     if manifest.extractor_network is not None:
         raise ContractError(
-            f"engine {engine} is a {manifest.extractor_network.get('name')} feature extractor, not a LightGlue "
+            f"engine {engine} is a feature extractor ({manifest.extractor_network.get('name')}), not a LightGlue "
             "matcher: give the matcher engine (build_engine.py --extractor-engine links this one to it)"
         )
     inputs = ", ".join(f"{t.name} {list(t.shape)}" for t in manifest.inputs) or "unknown"

@@ -25,16 +25,17 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from trt.engine.backends import PRECISIONS, Backend, get_backend, make_logger, make_progress_monitor
-from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path
+from trt.engine.manifest import Manifest, ProfileRecord, TensorRecord, load_manifest, manifest_path, weights_record
 from trt.engine.profiles import GraphSignature, KeypointProfile, load_profiles
 from trt.errors import BuildError, ContractError, EngineError, UserError
 from trt.fileio import atomic_path, check_writable, read_file_bytes, sha256_file, write_bytes_atomic
+from trt.precision import BUILD_PRECISION_ALIASES, canonical_precision
 from trt.validation import check_distinct_paths, check_input_file, check_integer, check_path
 
 OPT_LEVELS = range(0, 6)
@@ -53,10 +54,12 @@ class BuildOptions:
     workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default (the device memory)
     timing_cache: Path | None = None  # read before the build if it exists, written after it
     opt_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default (3)
-    progress: bool = True  # tqdm bars driven by TensorRT's progress monitor
+    progress: bool = True  # TensorRT's progress monitor: bars on a terminal, else a line per phase
     gate: bool = True  # FP16: refuse the build when the FP16 graph matches unlike the FP32 one (trt.engine.gate)
 
     def check(self) -> "BuildOptions":
+        if canonical_precision(self.precision, BUILD_PRECISION_ALIASES) != self.precision:
+            return replace(self, precision=canonical_precision(self.precision, BUILD_PRECISION_ALIASES)).check()
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
@@ -256,7 +259,7 @@ def _network_of(graph: GraphSignature):
 
     if graph.extractor is None or "lightglue.network" not in graph.metadata:
         raise UserError("the extractor graph has no lightglue.extractor/lightglue.network metadata: export it with "
-                        "export.py --extractor_path, or build it fp32")
+                        "export.py --extractor-path, or build it fp32")
     return get_network(graph.extractor, graph.metadata["lightglue.network"])
 
 
@@ -422,6 +425,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
         },
         "extractor_network": _network_record(graph) if graph.extractor_layout is not None else None,
         "extractor_engine": linked,
+        "weights": weights_record(graph.metadata),
     }
 
     def manifest(engine_bytes: bytes) -> Manifest:

@@ -21,7 +21,8 @@ the builder writes it, atomically, only after the engine file itself is in place
       "created": "2025-01-01T00:00:00Z",
       "options": {"workspace_mib": null, "opt_level": null, "timing_cache": null, ...},
       "extractor_network": null,                        # optional, extractor engines only, see below
-      "extractor_engine": null                          # optional, matcher engines linked to theirs
+      "extractor_engine": null,                         # optional, matcher engines linked to theirs
+      "weights": {"kind": "official", "source": "sha256:..."}  # optional, see below
     }
 
 ``batch``/``keypoints0``/``keypoints1`` are null in a profile of a graph without the matcher contract
@@ -42,6 +43,12 @@ A matcher engine built with ``--extractor-engine`` names it, so serving needs on
 ``extractor_engine``: ``{"file": "x.extractor.engine" (relative to this manifest's folder), "sha256":
 "...", "network": "aliked-n16", "descriptor_dim": 128}``. Its D and feature type were checked against
 the matcher's when the two were linked.
+
+``weights``: what the model was exported with, as export.py recorded it in the ONNX metadata
+(``lightglue.weights_kind``, ``lightglue.weights``): ``kind`` is "official" (the checkpoint with the official
+sha256), "file" (another checkpoint), or test weights: "nearest-neighbour", "sharp", "random" (not trained);
+``source`` says which ("sha256:<hex>", "random seed 0 ..."). Null for a graph that records none; a manifest
+without the field (older) reads it from the metadata it carries. Results and ``trt_infer.py`` say it.
 
 Reading checks every field against ``SCHEMA`` (one line per field; a field with a default in the
 dataclass may be absent, unknown fields are ignored), then what spans fields: a matcher (``descriptor_dim``
@@ -124,7 +131,12 @@ class Manifest:
     options: dict = field(default_factory=dict)  # workspace_mib, opt_level, timing_cache, builder flags
     extractor_network: dict | None = None  # extractor engines: network, channels, stride, padding, K, ...
     extractor_engine: dict | None = None  # matcher engines: the linked extractor engine (file, sha256, ...)
+    weights: dict | None = None  # {"kind": "official" | "file" | "nearest-neighbour" | "sharp" | "random", "source"}
     format: str = FORMAT
+
+    def __post_init__(self):
+        if self.weights is None:  # manifests written before the field: the ONNX metadata says the same
+            self.weights = weights_record(self.onnx.get("metadata") or {})
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -149,6 +161,18 @@ class Manifest:
         values["inputs"] = [_record(TensorRecord, t) for t in data["inputs"]]
         values["outputs"] = [_record(TensorRecord, t) for t in data["outputs"]]
         return cls(**values)
+
+
+# What export.py records of the weights in the ONNX metadata (trt/onnx/export.py, export_extractor.py).
+WEIGHTS_KIND_KEY, WEIGHTS_SOURCE_KEY = "lightglue.weights_kind", "lightglue.weights"
+
+
+def weights_record(metadata: dict) -> dict | None:
+    """``{"kind", "source"}`` of the weights a model carries, from its ONNX metadata; None when it records none
+    (a graph not exported by this project)."""
+    if WEIGHTS_KIND_KEY not in metadata:
+        return None
+    return {"kind": metadata[WEIGHTS_KIND_KEY], "source": metadata.get(WEIGHTS_SOURCE_KEY)}
 
 
 def _record(kind, data: dict):
@@ -217,6 +241,7 @@ SCHEMA = Record({
         "network": NAME,
         "descriptor_dim": POSITIVE_INTEGER,
     })),
+    "weights": Nullable(Record({"kind": NAME, "source": Nullable(TEXT)})),
 }, optional=_optional(Manifest))
 
 

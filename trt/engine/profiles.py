@@ -22,8 +22,11 @@ A profile file (``profiles/sift.toml``)::
 Buckets are listed in increasing order and are contiguous in N0 and in N1 (the next ``min`` is the
 previous ``max`` + 1): overlapping buckets would make the choice of profile ambiguous, and a gap would
 leave sizes no profile accepts. A request runs in the first bucket whose ``max`` covers both N0 and N1
-and whose batch range holds B; the runtime pads N0 and N1 up to that bucket (``count0``/``count1`` say
-which rows are real), so a pair of 100 and 3000 keypoints runs in the 2049-4096 bucket.
+and whose batch range holds B, at its own size: the runtime pads N0 and N1 only up to the bucket's
+``min`` (``trt.runtime.base.Profile.padded``; ``count0``/``count1`` say which rows are real), so a pair of
+100 and 3000 keypoints runs in the 2049-4096 bucket as 2049 and 3000. ``opt``, at the top of each bucket, is
+the size TensorRT tunes for, and the one shape a profile runs where a backend fixes one per profile
+(TensorRT with CUDA graphs, ``Runner.request_profiles``; OpenVINO's fixed-shape models for pairs near opt).
 
 No tensor may exceed ``MAX_TENSOR_VOLUME`` elements at a profile's maximum: every input, and for a
 matcher the attention scores (``trt.contract.largest_tensor_shape``), so that a bucket of, say, 2^31

@@ -214,14 +214,14 @@ def draw_correctness(pair: Pair, result, path: Path) -> Path:
     """Matches of ``pair`` as lines, green within 3 px of the ground truth and red elsewhere (PNG)."""
     from trt.features.image import read_image
     from trt.fileio import write_bytes_atomic
-    from trt.runtime.outputs import draw_matches, encode_png
+    from trt.runtime.outputs import draw_matches, encode_picture
 
     points0 = result.keypoints0[result.matches[:, 0]]
     points1 = result.keypoints1[result.matches[:, 1]]
     errors = transfer_errors(points0, points1, pair.ground_truth(result.image_size0))
     coloured = dataclasses.replace(result, scores=(errors < PRECISION_THRESHOLD_PX).astype(np.float32))
     canvas = draw_matches(read_image(pair.image0), read_image(pair.image1), coloured)
-    return write_bytes_atomic(path, encode_png(canvas))
+    return write_bytes_atomic(path, encode_picture(canvas, path))
 
 
 def bf16_gates(results: dict, datasets: list[Dataset], preset: dict, models_dir: Path) -> list[dict]:

@@ -49,13 +49,13 @@ class PairJob:
     paths: tuple[Path, Path]
     images: tuple
     output: Optional[Path] = None  # .json or .npz
-    viz: Optional[Path] = None  # .png
+    viz: Optional[Path] = None  # a picture: .png, .jpg, ... (outputs.check_picture_path)
 
 
 def prepare_pair(image0: Path, image1: Path, output: Optional[Path] = None, viz: Optional[Path] = None) -> PairJob:
     if output:
         outputs.output_format(output)
-    for path in filter(None, (output, viz and outputs.check_png_path(viz))):
+    for path in filter(None, (output, viz and outputs.check_picture_path(viz))):
         check_writable(path)
     return PairJob((Path(image0), Path(image1)), (read_image(image0), read_image(image1)), output, viz)
 
@@ -68,7 +68,7 @@ def run_pair(matcher: Matcher, job: PairJob) -> tuple[MatchResult, list[Path]]:
         record = outputs.result_record(result, *job.paths, threshold=matcher.threshold)
         files.append((job.output, outputs.encode_matches(record, outputs.output_format(job.output))))
     if job.viz:
-        files.append((job.viz, outputs.encode_png(outputs.draw_matches(*job.images, result))))
+        files.append((job.viz, outputs.encode_picture(outputs.draw_matches(*job.images, result), job.viz)))
     return result, [write_bytes_atomic(path, data) for path, data in files]
 
 
@@ -360,7 +360,7 @@ def run_pairs_file(
             check_database_path(created.track(colmap_db))
         options = dict(matcher_options)
         settings = job_settings(
-            options["engine"], fmt, options.get("threshold", DEFAULT_THRESHOLD), options.get("max_num_keypoints"),
+            options["engine"], fmt, options.get("threshold", DEFAULT_THRESHOLD), options.get("max_keypoints"),
             options.get("resize", DEFAULT_RESIZE), options.get("extractor"), pairs.image_dir,
         )
         check_unique_outputs(pairs, output_key(fmt))

@@ -14,7 +14,7 @@ from trt.extractors import NETWORKS, ExtractorNetwork
 from trt.fileio import sha256_file
 from trt.models.weights import WeightsSource, load_state_dict_strict, read_checkpoint, resolve_weights, verify_official
 
-WEIGHTS_HINT = "pass --extractor_weights FILE, or use --extractor-random-weights SEED for a test export"
+WEIGHTS_HINT = "pass --extractor-weights FILE, or use --extractor-random-weights SEED for a test export (not trained)"
 
 
 def make_module(network: ExtractorNetwork, max_num_keypoints: int, detection_threshold: float,
@@ -103,7 +103,7 @@ def build_network(network: ExtractorNetwork, weights: Path | None, random_seed: 
     module = make_module(network, max_num_keypoints, detection_threshold, nms_radius)
     if random_seed is not None:
         if weights is not None:
-            raise WeightsError("choose one of --extractor_weights and --extractor-random-weights")
+            raise WeightsError("choose one of --extractor-weights and --extractor-random-weights")
         load_state_dict_strict(module, random_state_dict(module, random_seed), f"random seed {random_seed}")
         return module, WeightsSource("random", f"random seed {random_seed} (for tests, not trained)")
     path = resolve_weights(network, weights, weights_dir, hint=WEIGHTS_HINT)

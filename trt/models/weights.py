@@ -103,7 +103,9 @@ def verify_official(path: Path, extractor: Extractor) -> WeightsSource:
     return WeightsSource("file", f"sha256:{digest}")
 
 
-MATCHER_HINT = "pass --weights FILE, or use --random-weights SEED for a test export"
+# Messages name flags; under make, trt.cli writes them as make variables (WEIGHTS=FILE, WEIGHTS=nn, ...).
+MATCHER_HINT = ("pass --weights FILE, or export test weights (not trained): --nearest-neighbour-weights, "
+                "--sharp-weights SEED or --random-weights SEED")
 
 
 def download_official(extractor: Extractor, destination: Path, progress: bool = True, hint: str = MATCHER_HINT) -> Path:

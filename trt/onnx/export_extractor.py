@@ -144,9 +144,9 @@ def set_extractor_metadata(model, network: ExtractorNetwork, layout: ExtractorLa
 
 def check_max_keypoints(max_num_keypoints: int) -> int:
     if isinstance(max_num_keypoints, bool) or not isinstance(max_num_keypoints, int) or max_num_keypoints < 1:
-        raise UserError(f"--max_num_keypoints must be a positive integer, not {max_num_keypoints!r}")
+        raise UserError(f"--max-keypoints must be a positive integer, not {max_num_keypoints!r}")
     if max_num_keypoints > MAX_KEYPOINTS:
-        raise UserError(f"--max_num_keypoints {max_num_keypoints} is more than TensorRT's TopK allows "
+        raise UserError(f"--max-keypoints {max_num_keypoints} is more than TensorRT's TopK allows "
                         f"({MAX_KEYPOINTS}): the engine could not be built; ask for at most {MAX_KEYPOINTS}")
     return max_num_keypoints
 
@@ -166,12 +166,15 @@ def export_extractor(
     image_size: tuple[int, int] = (480, 640),
     opset: int | None = None,
     weights_dir: Path = Path("weights"),
+    verify: bool = True,
 ) -> Path:
     """Export, clean, lint and verify an extractor network; write it atomically to ``output``; return the path.
 
     ``network``: the ``--extractor-model`` (default: the one cvg/LightGlue uses for ``extractor``);
     ``detection_threshold``, ``nms_radius``: default the reference's; ``image_size`` (height, width) and
-    ``batch_size`` fix the input of a static export (``dynamic=False``).
+    ``batch_size`` fix the input of a static export (``dynamic=False``). ``verify=False`` skips the
+    comparison with the torch module: for a stand-in read only for its inputs and layer names
+    (``trt.engine.trtexec.stand_in_onnx``), never for a model to serve.
     """
     from trt.onnx.export import DEFAULT_OPSET, SUPPORTED_OPSETS, finish_for_tensorrt, run_onnx, torch_to_onnx
 
@@ -183,11 +186,11 @@ def export_extractor(
     detection_threshold = spec.detection_threshold if detection_threshold is None else float(detection_threshold)
     nms_radius = spec.nms_radius if nms_radius is None else nms_radius
     if isinstance(nms_radius, bool) or not isinstance(nms_radius, int) or nms_radius < 1:
-        raise UserError(f"--nms_radius must be a positive integer, not {nms_radius!r}")
+        raise UserError(f"--nms-radius must be a positive integer, not {nms_radius!r}")
     if not dynamic:
         height, width = image_size
         if batch_size < 1 or height < spec.stride or width < spec.stride or height % spec.stride or width % spec.stride:
-            raise UserError(f"a static {spec.name} export needs --batch_size >= 1 and an --img_size whose height and "
+            raise UserError(f"a static {spec.name} export needs --batch-size >= 1 and an --img-size whose height and "
                             f"width are positive multiples of the network's stride {spec.stride}, not {height}x{width}")
     output = check_writable(Path(output))
 
@@ -210,7 +213,7 @@ def export_extractor(
     set_extractor_metadata(graph, spec, layout, settings, source)
     graph_bytes = finish_for_tensorrt(graph)
 
-    for feeds, actual in zip(checks, run_onnx(graph_bytes, checks, OUTPUT_NAMES)):
+    for feeds, actual in zip(checks, run_onnx(graph_bytes, checks, OUTPUT_NAMES) if verify else ()):
         batch, _, height, width = feeds[IMAGE].shape
         compare_features(torch_features(model, feeds), actual, f"exported graph at B={batch}, {height}x{width}")
 

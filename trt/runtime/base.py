@@ -215,7 +215,8 @@ class MatcherContract:
         return Profile("dynamic", (1, 1, DYNAMIC_MAX_BATCH), (1, 1, DYNAMIC_MAX_KEYPOINTS), (1, 1, DYNAMIC_MAX_KEYPOINTS))
 
     def describe(self) -> str:
-        return f"LightGlue matcher ({self.descriptor_dim}-D descriptors{', scales and orientations' * self.scale_ori})"
+        """"a LightGlue matcher (...)": the phrase with its article, for messages."""
+        return f"a LightGlue matcher ({self.descriptor_dim}-D descriptors{', scales and orientations' * self.scale_ori})"
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,8 @@ class ExtractorContract:
         return Profile("dynamic", (1, 1, DYNAMIC_MAX_BATCH), height=side, width=side)
 
     def describe(self) -> str:
-        return (f"{self.network} feature extractor ({self.feature} features, {self.layout.descriptor_dim}-D, "
+        """"a feature extractor, aliked-n16 (...)": the phrase with its article, for messages."""
+        return (f"a feature extractor, {self.network} ({self.feature} features, {self.layout.descriptor_dim}-D, "
                 f"at most {self.layout.max_keypoints} keypoints)")
 
     @classmethod
@@ -268,7 +270,7 @@ class ExtractorContract:
         if stride is None or stride < 1 or padding not in PADDINGS or not settings.get("network") \
                 or not settings.get("extractor"):
             raise ContractError(f"{where} does not record its network's stride, padding and name (an extractor "
-                                "exported by export.py --extractor_path does): the front-end cannot prepare images for it")
+                                "exported by export.py --extractor-path does): the front-end cannot prepare images for it")
         return cls(layout, stride, padding, settings["network"], settings["extractor"])
 
 
@@ -375,7 +377,7 @@ class Runner:
             self.profiles = self.profiles or [self.contract.dynamic_profile()]
             for profile in self.profiles:
                 if profile.dimensions != self.contract.dimensions:
-                    raise ContractError(f"{self.name}: profile {profile.describe()} does not fit the model, a "
+                    raise ContractError(f"{self.name}: profile {profile.describe()} does not fit the model, "
                                         f"{self.contract.describe()}")
         except BaseException:
             self.deactivate_impl()

@@ -65,9 +65,9 @@ class LearnedExtractor:
         self.runner = runner.activate()
         self.contract = runner.contract
         if self.contract.kind != "extractor":
-            raise ContractError(f"{runner.name} is a {self.contract.describe()}, not a feature extractor")
+            raise ContractError(f"{runner.name} is {self.contract.describe()}, not a feature extractor")
         self.resize = check_resize(resize)
-        self.max_num_keypoints = check_max_keypoints(max_num_keypoints)
+        self.max_num_keypoints = check_max_keypoints(max_num_keypoints, "max_num_keypoints")
 
     def __call__(self, image: np.ndarray) -> Features:
         """Features of a uint8 (H, W) grayscale or (H, W, 3) RGB image, in its own pixels."""

@@ -29,14 +29,14 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from trt.contract import BATCH, DEFAULT_THRESHOLD, KEYPOINTS0, KEYPOINTS1, NO_MATCH, keypoint_dims
-from trt.engine.manifest import Manifest, load_manifest
+from trt.engine.manifest import Manifest, load_manifest, weights_record
 from trt.errors import ContractError, EngineError, ImageError, UserError
 from trt.extractors import DEFAULT_NETWORKS, get_extractor
 from trt.features.base import Features, pack_pairs
 from trt.fileio import sha256_file
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.openvino_session import MODES, PRECISIONS, OpenVINOSession, openvino_unavailable
+from trt.runtime.openvino_session import MODES, OpenVINOSession, check_precision, openvino_unavailable
 from trt.runtime.tensorrt_engine import (
     check_source_onnx,
     profiles_from_manifest,
@@ -107,6 +107,17 @@ def result_from_outputs(
     return MatchResult(f0.keypoints, f1.keypoints, matches, scores, matches0, matches1, f0.image_size, f1.image_size)
 
 
+def _renamed_max_keypoints(max_keypoints: Optional[int], max_num_keypoints: Optional[int]) -> Optional[int]:
+    """``max_keypoints``, or the value given under its former name ``max_num_keypoints`` (with a warning)."""
+    if max_num_keypoints is None:
+        return max_keypoints
+    if max_keypoints is not None:
+        raise UserError("give max_keypoints only (max_num_keypoints is its former name)")
+    warnings.warn("max_num_keypoints is now max_keypoints (the name of --max-keypoints)", DeprecationWarning,
+                  stacklevel=3)
+    return max_num_keypoints
+
+
 def empty_result(f0: Features, f1: Features) -> MatchResult:
     return result_from_outputs(
         f0, f1, np.full(len(f0), NO_MATCH), np.zeros(len(f0), np.float32), np.full(len(f1), NO_MATCH)
@@ -116,14 +127,15 @@ def empty_result(f0: Features, f1: Features) -> MatchResult:
 class Matcher:
     """LightGlue matching on a runner (TensorRT, OpenVINO or ONNX Runtime session); see the module docstring.
 
-    ``threshold``: match score threshold. ``max_num_keypoints``: keep at most this many (strongest)
-    keypoints per image; None keeps what the profiles hold. ``on_overflow``: "truncate" (keep the
+    ``threshold``: match score threshold. ``max_keypoints``: keep at most this many (strongest)
+    keypoints per image; None keeps what the profiles hold (the name of trt_infer.py's ``--max-keypoints``;
+    ``max_num_keypoints``, its former name, still works and warns). ``on_overflow``: "truncate" (keep the
     strongest, with a warning) or "error" when an image has more keypoints than any profile holds.
     ``extractor``: the feature type's name when the model does not record it, or a callable front-end
     (image -> Features) to use instead of the default. ``extractor_runner``: a learned extractor's runner
     (its engine or ONNX, ``trt.runtime.learned_extractor``), which must make the features the matcher takes;
     without one, images are supported for "sift" only. ``resize``: long side of the image the front-end
-    runs on (None: the original size); it keeps ``max_num_keypoints`` keypoints, by default what the
+    runs on (None: the original size); it keeps ``max_keypoints`` keypoints, by default what the
     profiles hold, and no more than 4096 (SIFT) or the extractor's K.
     ``summary``: the engine summary carried by every result; ``extractor_name``: the feature type
     recorded with the engine (its manifest), when the runner's model metadata does not say.
@@ -135,14 +147,16 @@ class Matcher:
         self,
         runner: Runner,
         threshold: float = DEFAULT_THRESHOLD,
-        max_num_keypoints: Optional[int] = None,
+        max_keypoints: Optional[int] = None,
         on_overflow: str = "truncate",
         extractor: Union[str, Callable[[np.ndarray], Features], None] = None,
         summary: Optional[dict] = None,
         extractor_name: Optional[str] = None,
         resize: Optional[int] = DEFAULT_RESIZE,
         extractor_runner: Optional[Runner] = None,
+        max_num_keypoints: Optional[int] = None,
     ):
+        max_keypoints = _renamed_max_keypoints(max_keypoints, max_num_keypoints)
         if on_overflow not in ON_OVERFLOW:
             raise UserError(f"on_overflow must be one of {', '.join(ON_OVERFLOW)}, got {on_overflow!r}")
         if extractor is not None and not (isinstance(extractor, str) or callable(extractor)):
@@ -150,7 +164,7 @@ class Matcher:
         if callable(extractor) and extractor_runner is not None:
             raise UserError("give a callable front-end or an extractor runner, not both")
         self.threshold = check_threshold(threshold)
-        self.max_num_keypoints = check_max_keypoints(max_num_keypoints)
+        self.max_keypoints = check_max_keypoints(max_keypoints)
         self.on_overflow = on_overflow
         self.resize = check_resize(resize)
         self.runner = runner
@@ -158,17 +172,20 @@ class Matcher:
         try:
             contract = self.runner.activate().contract
             if contract.kind != "matcher":
-                raise ContractError(f"{runner.name} serves a {contract.describe()}, not a LightGlue matcher")
+                raise ContractError(f"{runner.name} serves {contract.describe()}, not a LightGlue matcher")
             self.layout = (contract.descriptor_dim, contract.scale_ori)
             self.capacity = capacity(self.runner.request_profiles)
             recorded = self.runner.metadata.get(METADATA_EXTRACTOR) or extractor_name
             self._front_end = extractor if callable(extractor) else None
             self.summary = {**(summary or {}), **self.runner.summary(), "backend": runner.backend}
+            self.summary["weights"] = self.summary.get("weights") or weights_record(self.runner.metadata)
             if extractor_runner is not None:
                 self._front_end = self._learned_front_end(extractor_runner, recorded)
                 recorded = recorded or self._front_end.contract.feature
-                self.summary["extractor_engine"] = {**self.summary.get("extractor_engine", {}),
-                                                    **extractor_runner.summary(), "backend": extractor_runner.backend}
+                linked = self.summary.get("extractor_engine", {})
+                self.summary["extractor_engine"] = {
+                    **linked, **extractor_runner.summary(), "backend": extractor_runner.backend,
+                    "weights": linked.get("weights") or weights_record(extractor_runner.metadata)}
             self.extractor_name = self._resolve_extractor(extractor if isinstance(extractor, str) else None, recorded)
             self.summary["extractor"] = self.extractor_name
         except BaseException:
@@ -183,7 +200,7 @@ class Matcher:
         backend: str = "auto",
         onnx: Union[str, Path, None] = None,
         threshold: float = DEFAULT_THRESHOLD,
-        max_num_keypoints: Optional[int] = None,
+        max_keypoints: Optional[int] = None,
         on_overflow: str = "truncate",
         extractor: Union[str, Callable[[np.ndarray], Features], None] = None,
         resize: Optional[int] = DEFAULT_RESIZE,
@@ -193,6 +210,7 @@ class Matcher:
         threads: Optional[int] = None,
         precision: str = "auto",
         mode: str = "latency",
+        max_num_keypoints: Optional[int] = None,
     ) -> "Matcher":
         """A matcher serving ``engine``, and the extractor engine its manifest names, on the backend
         ``choose_backend`` picks (or the one asked for), saying in one line on stderr which it chose and
@@ -209,8 +227,8 @@ class Matcher:
         ``OpenVINOSession``, whose model cache is kept beside the engine (``openvino_cache_dir``). Other
         arguments: ``Matcher``.
         """
-        if precision not in PRECISIONS:
-            raise UserError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        max_keypoints = _renamed_max_keypoints(max_keypoints, max_num_keypoints)
+        precision = check_precision(precision)
         if mode not in MODES:
             raise UserError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
         engine = check_path(engine, "the engine path")
@@ -238,9 +256,9 @@ class Matcher:
             summary["extractor_engine"] = engine_summary(extractor_engine, extractor_manifest, extractor_onnx_path)
             served.append((extractor_runner, extractor_onnx_path))
         if requested == "auto" or backend == "openvino":
-            print(f"notice: {reason + '; ' if reason else ''}serving {describe_serving(served)}", file=sys.stderr)
+            print(serving_notice(reason, served), file=sys.stderr)
         return cls(
-            runner, threshold, max_num_keypoints, on_overflow, extractor, summary,
+            runner, threshold, max_keypoints, on_overflow, extractor, summary,
             extractor_name=manifest.extractor if manifest is not None else None, resize=resize,
             extractor_runner=extractor_runner,
         )
@@ -261,8 +279,8 @@ class Matcher:
         if recorded is not None and made.feature != recorded:
             raise ContractError(f"the extractor ({made.network}) makes {made.feature} features, but the matcher was "
                                 f"trained for {recorded} features")
-        # an explicit max_num_keypoints is taken as asked, up to K (beyond the profiles, on_overflow decides)
-        front_end.max_num_keypoints = self.max_num_keypoints or min(made.layout.max_keypoints, *self.capacity)
+        # an explicit max_keypoints is taken as asked, up to K (beyond the profiles, on_overflow decides)
+        front_end.max_num_keypoints = self.max_keypoints or min(made.layout.max_keypoints, *self.capacity)
         return front_end
 
     def _resolve_extractor(self, name: Optional[str], recorded: Optional[str]) -> Optional[str]:
@@ -300,8 +318,8 @@ class Matcher:
                 )
             from trt.features.sift import SIFT
 
-            # an explicit max_num_keypoints is taken as asked (beyond the profiles, on_overflow decides)
-            limit = self.max_num_keypoints or min(DEFAULT_SIFT_KEYPOINTS, *self.capacity)
+            # an explicit max_keypoints is taken as asked (beyond the profiles, on_overflow decides)
+            limit = self.max_keypoints or min(DEFAULT_SIFT_KEYPOINTS, *self.capacity)
             self._front_end = SIFT(max_num_keypoints=limit, resize=self.resize)
         return self._front_end
 
@@ -409,9 +427,9 @@ class Matcher:
                 for (found, timings), read in zip(extracted, read_times)]
 
     def _limit(self, features: Features, side: int) -> Features:
-        """Keep the strongest keypoints: at most ``max_num_keypoints``, and no more than a profile holds."""
-        if self.max_num_keypoints is not None:
-            features = features.top_k(self.max_num_keypoints)
+        """Keep the strongest keypoints: at most ``max_keypoints``, and no more than a profile holds."""
+        if self.max_keypoints is not None:
+            features = features.top_k(self.max_keypoints)
         limit = self.capacity[side]
         if len(features) > limit:
             message = (
@@ -518,20 +536,19 @@ def extractor_backend(backend: str, requested: str, has_engine: bool) -> str:
     return "onnxruntime" if backend == "openvino" and requested == "auto" else backend
 
 
-def describe_serving(served: Sequence[tuple[Runner, Optional[Path]]]) -> str:
-    """"the engine's source ONNX m.onnx on OpenVINO in f32 (why)", ...: what serves what, for the notice
-    line; ``served``: (runner, source ONNX) of the matcher, then of its extractor if any."""
-    owners = ["the engine"] if len(served) == 1 else ["the matcher engine", "the extractor"]
-    parts = []
-    for owner, (runner, path) in zip(owners, served):
-        if runner.backend == "tensorrt":
-            parts.append(f"{owner} on TensorRT")
-            continue
-        text = f"{owner}'s source ONNX {path} on {BACKEND_NAMES[runner.backend]}"
-        if runner.backend == "openvino":
-            text += f" in {runner.precision} ({runner.precision_reason})"
-        parts.append(text)
-    return " and ".join(parts)
+def serving_notice(reason: Optional[str], served: Sequence[tuple[Runner, Optional[Path]]]) -> str:
+    """The one notice line: why this backend (``reason``: ``choose_backend``'s, None when asked for), where the
+    matcher (and its extractor) run, and on OpenVINO the precision with the next step that makes it faster
+    (``precision_note``); ``served``: (runner, source ONNX) of the matcher, then of its extractor if any."""
+
+    def where(runner: Runner) -> str:
+        return BACKEND_NAMES[runner.backend] + (f" {runner.precision_note}" if runner.backend == "openvino" else "")
+
+    (matcher, _), *extractor = served
+    text = f"matching on {where(matcher)}"
+    if extractor:
+        text += f"; the extractor on {where(extractor[0][0])}"
+    return f"notice: {reason + ': ' if reason else ''}{text}"
 
 
 def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],
@@ -554,7 +571,7 @@ def linked_extractor_engine(engine: Path, manifest: Optional[Manifest],
     extractor_manifest = load_manifest(given)
     if extractor_manifest is not None and extractor_manifest.extractor_network is None:
         raise ContractError(f"{given} is not a feature extractor engine (its manifest records no extractor network): "
-                            "give the extractor engine build_engine.py made from export.py --extractor_path")
+                            "give the extractor engine build_engine.py made from export.py --extractor-path")
     return given, extractor_manifest
 
 
@@ -580,6 +597,7 @@ def engine_summary(engine: Optional[Path], manifest, onnx_path: Optional[Path]) 
             engine_sha256=manifest.engine.get("sha256"),
             profiles=[{"name": p.name, **{key: getattr(p, key) for key in ranges}} for p in manifest.profiles],
             created=manifest.created,
+            weights=manifest.weights,
         )
         if manifest.extractor_network is not None:
             summary["network"] = manifest.extractor_network

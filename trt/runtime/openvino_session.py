@@ -19,7 +19,8 @@ Precision (``precision``):
 * ``auto``: bf16 where the CPU has AMX-BF16 or AVX512-BF16 (``trt.runtime.cpu``) *and* the bf16 accuracy
   gate has passed for this very model (a record ``<model>.bf16-gate.json`` beside the ONNX, written by
   ``make eval`` / ``bench/bf16_gate.py``, for the ONNX's sha256 and the current ``BF16_POLICY``); else
-  f32. ``precision`` and ``precision_reason`` say what was chosen and why.
+  f32. ``precision`` and ``precision_reason`` say what was chosen and why; ``precision_note`` says it in a
+  few words for the serving notice, with ``make bf16-gate`` as the next step where the gate has not run.
 
 Threads and streams (``mode``): ``latency`` (one pair at a time) runs one stream on every physical
 core; ``throughput`` (pairs files) lets OpenVINO pick its streams (one per core or core pair) and
@@ -61,7 +62,7 @@ import numpy as np
 from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, concrete_shape
 from trt.errors import ContractError, EngineError, UserError
 from trt.fileio import check_regular_file, read_file_bytes, sha256_file
-from trt.precision import REDUCED_SCOPES, reduced, scopes_from_metadata
+from trt.precision import REDUCED_SCOPES, SERVE_PRECISION_ALIASES, canonical_precision, reduced, scopes_from_metadata
 from trt.runtime.base import Profile, Runner, contract_from_io, network_settings
 from trt.runtime.cpu import CpuInfo, cpu_info
 from trt.runtime.onnxruntime_session import physical_cores
@@ -148,14 +149,46 @@ def bf16_gate_verdict(onnx_path: Path) -> tuple[bool, str]:
     return True, f"the bf16 accuracy gate passed for {name}: {summary}"
 
 
+# OpenVINO mixed bf16 against f32 on the project's machine (make bench, 2-core AMD EPYC with AVX512-BF16, sharp
+# test weights, B = 1, docs/results/bench-full.json): 249 / 148 ms at N = 1024, 743 / 463 ms at N = 2048.
+BF16_SPEEDUP = "about 1.6x"
+
+
+def precision_note(requested: str, precision: str, onnx_path: Path, cpu: Optional[CpuInfo] = None) -> str:
+    """The notice's few words on the precision ``choose_precision`` chose: ``"in f32 (asked for)"``, ``"in bf16
+    (X.bf16-gate.json passed)"``, and where the bf16 gate has not run on a CPU with bf16, the command that runs
+    it (what makes matching faster here)."""
+    requested = check_precision(requested)
+    if requested == "bf16" and not bf16_gate_verdict(onnx_path)[0]:
+        return "in bf16 (asked for; its bf16 accuracy gate has not passed)"
+    if requested != "auto":
+        return f"in {precision} (asked for)"
+    gate = bf16_gate_path(onnx_path).name
+    if precision == "bf16":
+        return f"in bf16 ({gate} passed)"
+    if (cpu or cpu_info()).bf16_unsupported():
+        return "in f32 (no bf16 on this CPU)"
+    record, _ = bf16_gate_record(onnx_path)
+    if record is not None:
+        return f"in f32 (the bf16 accuracy gate failed: {gate})"
+    return f"in f32; make bf16-gate ONNX={onnx_path} enables bf16, {BF16_SPEEDUP} faster on this CPU"
+
+
+def check_precision(requested: str) -> str:
+    """A serving precision ("auto", "f32", "bf16"; the builder's "fp32" taken as "f32"), or a UserError."""
+    precision = canonical_precision(requested, SERVE_PRECISION_ALIASES)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def choose_precision(requested: str, onnx_path: Path, cpu: Optional[CpuInfo] = None) -> tuple[str, str]:
     """(``"f32"`` or ``"bf16"``, why) for a requested precision ("auto", "f32", "bf16") on this CPU.
 
     "bf16" asked for explicitly runs even where the gate has not passed (the reason says so), but not
     on a CPU without native bf16, where it would be slower than f32: that is a UserError.
     """
-    if requested not in PRECISIONS:
-        raise UserError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    requested = check_precision(requested)
     cpu = cpu or cpu_info()
     if requested == "f32":
         return "f32", "asked for"
@@ -262,6 +295,7 @@ class OpenVINOSession(Runner):
         self.onnx_path = Path(onnx_path)
         check_regular_file(self.onnx_path, "ONNX model", EngineError)
         self.precision, self.precision_reason = choose_precision(precision, self.onnx_path)
+        self.precision_note = precision_note(precision, self.precision, self.onnx_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.mode = mode
         self.threads = threads or physical_cores()

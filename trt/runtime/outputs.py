@@ -1,4 +1,5 @@
-"""What trt_infer.py writes: matches as JSON or npz, and a side-by-side picture of them.
+"""What trt_infer.py writes: matches as JSON or npz, and a side-by-side picture of them (any image format
+OpenCV writes: .png, .jpg, .webp, ...).
 
 Every writer renders to bytes first and then writes atomically (``trt.fileio``): a failed run leaves
 no file, never a partial one. The layout, for one pair (JSON keys and npz arrays alike)::
@@ -10,7 +11,10 @@ no file, never a partial one. The layout, for one pair (JSON keys and npz arrays
     scores [K]                match scores
     threshold                 the score threshold used
     timings                   seconds per stage (JSON object; in npz a JSON string)
-    engine                    engine summary: file, backend, builder, precision, profiles (idem)
+    engine                    engine summary: file, backend, builder, precision, profiles, weights (idem)
+
+``engine.weights`` (``{"kind", "source"}``, see ``trt.engine.manifest``) says whether the matches come from
+trained weights; ``weights_label`` puts it in words for the summary line and the picture.
 """
 
 import io
@@ -27,6 +31,33 @@ from trt.fileio import read_file_bytes, write_bytes_atomic
 from trt.runtime.matcher import MatchResult
 
 FORMATS = {".json": "json", ".npz": "npz"}
+WEIGHTS_LABELS = {
+    "official": "official weights",
+    "file": "weights from a checkpoint file ({source}), not the official one",
+    "nearest-neighbour": "nearest-neighbour test weights, not trained",
+    "sharp": "sharp test weights, not trained",
+    "random": "random test weights, not trained",
+}
+
+
+def weights_label(summary: dict) -> str:
+    """"official weights", "nearest-neighbour test weights, not trained", ...: the weights behind a result
+    (``summary``: its ``engine``), and its learned extractor's when those differ in kind."""
+
+    def label(weights: Optional[dict]) -> str:
+        if not weights:
+            return "weights not recorded (an engine without its manifest, or an ONNX not exported by export.py)"
+        template = WEIGHTS_LABELS.get(weights.get("kind"), "{kind} weights")
+        source = weights.get("source") or "no hash recorded"
+        if source.startswith("sha256:") and len(source) > 19:
+            source = source[:19] + "…"  # enough to tell files apart on one line; the JSON has all of it
+        return template.format(kind=weights.get("kind"), source=source)
+
+    matcher = summary.get("weights")
+    extractor = (summary.get("extractor_engine") or {}).get("weights")
+    if extractor is None or (matcher or {}).get("kind") == extractor.get("kind"):
+        return label(matcher)
+    return f"matcher: {label(matcher)}; extractor: {label(extractor)}"
 
 
 def output_format(path: Path) -> str:
@@ -134,22 +165,34 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, result: MatchResult, ga
     caption = f"{len(result.keypoints0)} / {len(result.keypoints1)} keypoints, {len(result.matches)} matches"
     if len(shown) < len(result.matches):
         caption += f" ({len(shown)} drawn)"
-    (width, height), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
-    cv2.rectangle(canvas, (0, 0), (width + 16, height + baseline + 12), (0, 0, 0), -1)
-    cv2.putText(canvas, caption, (8, height + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    top = 0
+    for line in (caption, weights_label(result.engine or {})):  # the weights: test weights must not pass for trained
+        (width, height), baseline = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
+        cv2.rectangle(canvas, (0, top), (width + 16, top + height + baseline + 12), (0, 0, 0), -1)
+        cv2.putText(canvas, line, (8, top + height + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        top += height + baseline + 12
     return canvas
 
 
-def encode_png(image_bgr: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", image_bgr)
+def encode_picture(image_bgr: np.ndarray, path: Path) -> bytes:
+    """The picture in the format ``path``'s suffix names (``check_picture_path``)."""
+    suffix = Path(path).suffix.lower()
+    ok, data = cv2.imencode(suffix, image_bgr)
     if not ok:
-        raise UserError("OpenCV could not encode the visualisation as PNG")
+        raise UserError(f"OpenCV could not encode the visualisation as {suffix}")
     return data.tobytes()
 
 
-def check_png_path(path: Path) -> Path:
-    if Path(path).suffix.lower() != ".png":
-        raise UserError(f"the visualisation {path} must be a .png file")
+def check_picture_path(path: Path) -> Path:
+    """A visualisation path whose suffix names a format OpenCV writes (.png, .jpg, .webp, .tif, ...)."""
+    suffix = Path(path).suffix.lower()
+    try:
+        writable = bool(suffix) and cv2.haveImageWriter(f"x{suffix}")
+    except cv2.error:
+        writable = False
+    if not writable:
+        raise UserError(f"cannot write the visualisation {path}: name it with an image suffix OpenCV writes "
+                        "(.png, .jpg, .webp, .tif, .bmp)")
     return Path(path)
 
 

@@ -162,7 +162,7 @@ class TensorRTSession(Runner):
         if self.manifest is None:
             self.profiles, self.contract = io.profiles, io.contract
         elif io.contract != self.contract:
-            raise EngineError(f"engine {self.engine_path} is a {io.contract.describe()}, but its manifest records a "
+            raise EngineError(f"engine {self.engine_path} is {io.contract.describe()}, but its manifest records "
                               f"{self.contract.describe()}: {REBUILD}")
         elif len(io.profiles) != len(self.profiles) or any(
             a.ranges != b.ranges for a, b in zip(io.profiles, self.profiles)

@@ -128,7 +128,7 @@ class MatcherReplica:
     def info(self) -> dict:
         matcher = self.matcher
         return {"engine": matcher.summary, "extractor": matcher.extractor_name, "threshold": matcher.threshold,
-                "max_keypoints": matcher.max_num_keypoints, "resize": matcher.resize, "threads": self.threads,
+                "max_keypoints": matcher.max_keypoints, "resize": matcher.resize, "threads": self.threads,
                 "notice": self.notice, "max_batch_size": self.max_batch_size, "batch_wait_s": self.batch_wait_s,
                 "pid": os.getpid()}
 
@@ -204,9 +204,9 @@ class MatcherReplica:
         """The matcher of a request's settings: the server's own, or a variant sharing its runners."""
         base = self.matcher
         key = (base.threshold if settings.threshold is None else settings.threshold,
-               base.max_num_keypoints if settings.max_keypoints is None else settings.max_keypoints,
+               base.max_keypoints if settings.max_keypoints is None else settings.max_keypoints,
                base.resize if settings.resize is None else (settings.resize or None))
-        if key == (base.threshold, base.max_num_keypoints, base.resize):
+        if key == (base.threshold, base.max_keypoints, base.resize):
             return base
         if key not in self.variants:
             if len(self.variants) >= MAX_SETTINGS_VARIANTS:

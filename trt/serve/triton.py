@@ -151,10 +151,10 @@ def _place(source: Path, target: Path) -> None:
 
 
 def write_repository(engine: Path, output: Path, threshold: float = DEFAULT_THRESHOLD,
-                     max_num_keypoints: Optional[int] = None, resize: Optional[int] = DEFAULT_RESIZE,
+                     max_keypoints: Optional[int] = None, resize: Optional[int] = DEFAULT_RESIZE,
                      max_batch_size: int = 8) -> list[Path]:
     """Write the model repository of ``engine`` (and the extractor engine its manifest names) into
-    ``output``; return the config files written. ``threshold``, ``max_num_keypoints``, ``resize``: the
+    ``output``; return the config files written. ``threshold``, ``max_keypoints``, ``resize``: the
     front-end's settings, as ``Matcher``'s."""
     from google.protobuf import text_format
 
@@ -169,7 +169,7 @@ def write_repository(engine: Path, output: Path, threshold: float = DEFAULT_THRE
         raise UserError(f"{output} exists and is not a folder")
     models = [(MATCHER_PREFIX, engine, manifest)] + ([(EXTRACTOR_PREFIX, extractor, extractor_manifest)] if extractor else [])
     written = []
-    settings = {"threshold": threshold, "max_num_keypoints": max_num_keypoints, "resize": resize}
+    settings = {"threshold": threshold, "max_keypoints": max_keypoints, "resize": resize}
     for prefix, plan, plan_manifest in models:
         names = profile_model_names(prefix, plan_manifest)
         for index, name in enumerate(names):
@@ -239,7 +239,7 @@ class FrontEnd:
         if threshold not in self.matchers:
             manifest = self.settings["matcher"]["manifest"]
             self.matchers[threshold] = Matcher(
-                self._runner("matcher"), threshold, self.settings["max_num_keypoints"],
+                self._runner("matcher"), threshold, self.settings["max_keypoints"],
                 summary=self.settings["matcher"]["summary"], extractor_name=manifest.get("extractor"),
                 resize=self.settings["resize"], extractor_runner=self._runner("extractor"))
         return self.matchers[threshold]

@@ -8,14 +8,14 @@ See trt/sfm/pipeline.py for the steps and the files written.
 import argparse
 from pathlib import Path
 
-from trt.cli import run
+from trt.cli import ArgumentParser, run
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
 from trt.jobs.pairs import EXHAUSTIVE
 from trt.sfm.pipeline import SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trt.sfm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m trt.sfm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, required=True, help="folder of photos (searched recursively)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the model, database and h5 files")
     parser.add_argument("--engine", type=Path, required=True, help="the matcher engine (its manifest beside it)")
@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     options = dict(engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
-                   max_num_keypoints=args.max_keypoints, resize=args.resize or None)
+                   max_keypoints=args.max_keypoints, resize=args.resize or None)
     return run_sfm(args.images, args.output, options, pairs=args.pairs, baseline=not args.no_baseline,
                    ray=args.ray, workers=args.workers, seed=args.seed)
 

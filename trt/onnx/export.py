@@ -263,12 +263,18 @@ def export_matcher(
     num_keypoints: int = 1024,
     opset: int = DEFAULT_OPSET,
     weights_dir: Path = Path("weights"),
+    stages: Path | None = None,
 ) -> Path:
-    """Export, clean, lint and verify the matcher; write it atomically to ``output`` and return the path."""
+    """Export, clean, lint and verify the matcher; write it atomically to ``output`` and return the path.
+
+    ``stages``: a folder to export the matcher into as stages too (``trt.onnx.export_stages``; dynamic only).
+    """
     spec = get_extractor(extractor)
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported: use {', '.join(map(str, SUPPORTED_OPSETS))} "
                         "(symbolic shape inference cannot handle the axes-as-input ops of opset 18+)")
+    if stages is not None and not dynamic:
+        raise UserError("the stages of adaptive depth and width are exported with dynamic shapes only: add --dynamic")
     if not dynamic and (batch_size < 1 or num_keypoints < 2):
         raise UserError("a static export needs --batch_size >= 1 and --num_keypoints >= 2")
     output = check_writable(Path(output))
@@ -283,6 +289,10 @@ def export_matcher(
         feeds = example_inputs(spec, batch, n0, n1, seed=batch + n0)
         compare_outputs(torch_outputs(model, feeds), onnx_outputs(graph_bytes, feeds),
                         f"exported graph at B={batch}, N0={n0}, N1={n1}")
+    if stages is not None:
+        from trt.onnx.export_stages import export_stages
+
+        export_stages(model, spec, stages, read_metadata(graph), opset)
 
     with atomic_path(output) as tmp:
         tmp.write_bytes(graph_bytes)

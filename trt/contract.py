@@ -33,6 +33,7 @@ NO_MATCH = -1
 # [B, 4, N, N + 1] for N = max(N0, N1) (the extra key column masks padding). Profiles are bounded by them.
 ATTENTION_HEADS = 4
 MATCHER_DIM = 256  # LightGlue's internal descriptor size, whatever the extractor's D
+MATCHER_LAYERS = 9  # transformer layers: what the single graph always runs, the most the adaptive loop runs
 
 
 def largest_tensor_shape(batch: int, n0: int, n1: int) -> tuple[int, int, int, int]:

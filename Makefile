@@ -81,10 +81,13 @@ setup:
 	.venv/bin/pip install torch==2.13.0
 	.venv/bin/pip install -e '.[test]'
 
+# Official weights have trained confidence heads: their matcher is exported as stages too (X.stages/), which
+# OpenVINO and ONNX Runtime serve with adaptive depth and width (docs/adaptive.md).
 onnx: $(ONNX) $(LINKED_ONNX)
 
 $(ONNX): $(EXPORT_SOURCES) $(WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --lightglue_path $@ --dynamic $(WEIGHTS_FLAG)
+	$(PYTHON) export.py --extractor_type=$(EXTRACTOR) --lightglue_path $@ --dynamic $(WEIGHTS_FLAG) \
+		$(if $(filter official,$(WEIGHTS)),--stages)
 
 engine: $(OUT)
 

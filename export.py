@@ -6,6 +6,9 @@ matcher and extractor tensor contracts.
     python export.py --extractor_type=aliked --extractor_path weights/aliked-n16.onnx \
         --lightglue_path weights/aliked_lightglue.onnx --dynamic
 
+--stages also writes the matcher's stages into X.stages/ beside X.onnx, for adaptive depth and width
+(early stopping and point pruning, docs/adaptive.md).
+
 --extractor_path alone exports only the extractor, --lightglue_path alone (or neither) only the matcher,
 both export both (and write neither unless both succeed).
 
@@ -39,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=None, help="static export: pairs (or images) per call (1)")
     parser.add_argument("--num_keypoints", type=int, default=None, help="static export: keypoints per image (1024)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also export the matcher as stages into X.stages/ beside it (with --dynamic): adaptive "
+                             "depth and width on OpenVINO and ONNX Runtime (docs/adaptive.md)")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, default=None, help="a LightGlue checkpoint (.pth)")
     weights.add_argument("--random-weights", type=int, metavar="SEED", default=None,
@@ -82,6 +88,7 @@ def main() -> list[Path]:
     from trt.fileio import atomic_path
     from trt.onnx.export import export_matcher
     from trt.onnx.export_extractor import check_max_keypoints, export_extractor
+    from trt.stages import stages_folder
 
     args = parse_args()
     static_flags = [flag for flag, value in (("--batch_size", args.batch_size), ("--num_keypoints", args.num_keypoints),
@@ -110,7 +117,7 @@ def main() -> list[Path]:
             nearest_neighbour=args.nearest_neighbour_weights, sharp_seed=args.sharp_weights, dynamic=args.dynamic,
             batch_size=batch_size,
             num_keypoints=1024 if args.num_keypoints is None else args.num_keypoints, opset=args.opset,
-            weights_dir=args.weights_dir)))
+            weights_dir=args.weights_dir, stages=stages_folder(output) if args.stages else None)))
     # Every checkpoint first (downloaded when absent): a missing one ends the run before any export starts.
     from trt.extractors import get_extractor, get_network
     from trt.models.networks import WEIGHTS_HINT

@@ -181,3 +181,59 @@ def test_a_replaced_stage_file_is_refused(aliked_trained, tmp_path):
     (copy / "assign3.onnx").write_bytes((copy / "assign4.onnx").read_bytes())
     with pytest.raises(EngineError, match="assign3.onnx was replaced"):
         StagesManifest.read(copy)
+
+
+ONE_PROFILE = """
+[[profile]]
+name = "n1024"
+keypoints = { min = 1, opt = 1024, max = 1024 }
+batch = { min = 1, opt = 1, max = 4 }
+"""
+
+
+@pytest.fixture(scope="module")
+def aliked_trained_engine(aliked_trained, tmp_path_factory) -> Path:
+    """A tensorrt-rtx engine of the trained ALIKED matcher (one profile), whose manifest leads to the ONNX
+    and so to the stages beside it."""
+    pytest.importorskip("tensorrt_rtx")
+    from trt.engine.builder import build_engine
+
+    folder = tmp_path_factory.mktemp("aliked_engine")
+    (folder / "n1024.toml").write_text(ONE_PROFILE)
+    return build_engine(aliked_trained[0], profiles=folder / "n1024.toml", output=folder / "aliked.engine",
+                        builder="tensorrt-rtx", progress=False)
+
+
+def test_matcher_serves_adaptive_depth_and_records_it(aliked_trained_engine, aliked_extractor_onnx, data_dir,
+                                                      tmp_path, capfd):
+    from trt.runtime.matcher import Matcher
+    from trt.runtime.outputs import read_matches, write_matches
+
+    images = [data_dir / "images" / path for path in PAIRS["sacre-coeur-scale0.8"]]
+    options = dict(backend="onnxruntime", extractor_onnx=aliked_extractor_onnx, max_num_keypoints=KEYPOINTS)
+    with Matcher.from_engine(aliked_trained_engine, **options) as matcher:
+        adaptive = matcher.match(*images)
+    assert "adaptive depth and width" in capfd.readouterr().err
+    assert adaptive.layers < 9 and adaptive.pruned0 + adaptive.pruned1 > 0 and len(adaptive) > 50
+    for suffix in (".json", ".npz"):
+        written = write_matches(tmp_path / f"matches{suffix}", adaptive)
+        with np.load(written) if suffix == ".npz" else open(written) as record:
+            import json
+
+            values = record if suffix == ".npz" else json.load(record)
+            assert int(values["layers"]) == adaptive.layers and int(values["pruned0"]) == adaptive.pruned0
+        assert len(read_matches(written)["matches"]) == len(adaptive)
+    with Matcher.from_engine(aliked_trained_engine, depth_confidence=-1, width_confidence=-1, **options) as matcher:
+        full = matcher.match(*images)
+    assert (full.layers, full.pruned0, full.pruned1) == (9, 0, 0)
+    assert "full depth" in capfd.readouterr().err
+
+
+def test_adaptive_without_stages_is_refused(tmp_path):
+    from trt.runtime.matcher import adaptive_runner
+
+    onnx = tmp_path / "sift.onnx"  # no sift.stages/ beside it
+    with pytest.raises(UserError, match="export.py --stages"):
+        adaptive_runner(OnnxRuntimeSession(onnx), None, None, onnx, "onnxruntime", 0.95, None, None)
+    runner = OnnxRuntimeSession(onnx)
+    assert adaptive_runner(runner, None, None, onnx, "onnxruntime", None, None, None) == (runner, "")

@@ -185,8 +185,8 @@ class StagedMatcherSession(Runner):
         timings[f"stage_{name.rstrip('0123456789')}"] += runner.last_timings.get("total", 0.0)
         return outputs
 
-    def _compact(self, state: dict, pairs: Sequence[int], rows0, rows1) -> dict[str, np.ndarray]:
-        """The state of ``pairs`` (positions in the current batch) with only the given rows, re-padded."""
+    def _compact(self, state: dict, pairs: Sequence[int], rows0, rows1) -> tuple[dict, list[np.ndarray]]:
+        """(the state of ``pairs`` (positions in the current batch) with only the given rows, re-padded; their counts)."""
         batch, n0, n1 = self._fitted(len(pairs), max(map(len, rows0)), max(map(len, rows1)))
         unchanged = (list(pairs) == list(range(len(next(iter(state.values())))))
                      and all(np.array_equal(r, np.arange(len(r))) for r in (*rows0, *rows1))

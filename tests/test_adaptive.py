@@ -77,7 +77,8 @@ def open_stages(folder: Path, settings: AdaptiveSettings, backend: str = "onnxru
 
         return StagedMatcherSession(folder, lambda path, profiles: OpenVINOSession(path, profiles=profiles,
                                                                                    precision="f32"), settings)
-    return StagedMatcherSession(folder, lambda path, profiles: OnnxRuntimeSession(path, profiles=profiles), settings)
+    return StagedMatcherSession(folder, lambda path, profiles: OnnxRuntimeSession(path, profiles=profiles,
+                                                                                  memory_arena=False), settings)
 
 
 @pytest.fixture(scope="module")

@@ -56,11 +56,14 @@ def median_seconds(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def backends() -> dict[str, Callable[[Path], object]]:
-    """name -> open(onnx path, profiles) of each CPU backend here (OpenVINO in f32: bf16 needs its gate)."""
-    opened = {"onnxruntime": lambda path, profiles=None: OnnxRuntimeSession(path, profiles=profiles)}
+def backends() -> dict[str, Callable[..., object]]:
+    """name -> open(onnx path, profiles=None, stage=False) of each CPU backend here (OpenVINO in f32: bf16
+    needs its gate); a stage runs as ``Matcher.from_engine`` runs it (ONNX Runtime without its arena)."""
+    opened = {"onnxruntime": lambda path, profiles=None, stage=False: OnnxRuntimeSession(
+        path, profiles=profiles, memory_arena=not stage)}
     if openvino_unavailable() is None:
-        opened["openvino-f32"] = lambda path, profiles=None: OpenVINOSession(path, profiles=profiles, precision="f32")
+        opened["openvino-f32"] = lambda path, profiles=None, stage=False: OpenVINOSession(
+            path, profiles=profiles, precision="f32")
     return opened
 
 
@@ -101,9 +104,12 @@ def main(data_dir: Path, output_dir: Path, weights: Optional[Path] = None, keypo
             rows.append({"pair": name, "backend": "kornia (torch)", "layers": stop,
                          "adaptive_s": median_seconds(lambda: kornia(kornia_inputs(request)), repeats)})
     for backend, open_session in backends().items():
+        def open_stage(path, profiles):
+            return open_session(path, profiles, stage=True)
+
         with open_session(onnx_path) as single, \
-                StagedMatcherSession(folder, open_session, AdaptiveSettings()) as adaptive, \
-                StagedMatcherSession(folder, open_session, FULL_DEPTH) as full_stages:
+                StagedMatcherSession(folder, open_stage, AdaptiveSettings()) as adaptive, \
+                StagedMatcherSession(folder, open_stage, FULL_DEPTH) as full_stages:
             for name, request in feeds.items():
                 out = adaptive.infer(request)
                 row = {"pair": name, "backend": backend, "layers": int(out["layers"][0]),

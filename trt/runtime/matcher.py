@@ -532,11 +532,12 @@ def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: s
 
 
 def cpu_session(backend: str, onnx: Path, profiles: Optional[list[Profile]], cache_dir: Path, threads: Optional[int],
-                precision: str, mode: str) -> Runner:
-    """An OpenVINO or ONNX Runtime session of ``onnx`` within ``profiles`` (settings: ``Matcher.from_engine``)."""
+                precision: str, mode: str, stage: bool = False) -> Runner:
+    """An OpenVINO or ONNX Runtime session of ``onnx`` within ``profiles`` (settings: ``Matcher.from_engine``);
+    ``stage``: one of the adaptive stages (ONNX Runtime without its memory arena)."""
     if backend == "openvino":
         return OpenVINOSession(onnx, profiles=profiles, precision=precision, cache_dir=cache_dir, mode=mode, threads=threads)
-    return OnnxRuntimeSession(onnx, profiles=profiles, threads=threads)
+    return OnnxRuntimeSession(onnx, profiles=profiles, threads=threads, memory_arena=not stage)
 
 
 def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[Manifest], onnx_path: Optional[Path],
@@ -569,7 +570,7 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     cache_dir = openvino_cache_dir(engine or onnx_path)
 
     def open_stage(path: Path, stage_profiles: Optional[list[Profile]]) -> Runner:
-        return cpu_session(backend, path, stage_profiles, cache_dir, threads, precision, mode)
+        return cpu_session(backend, path, stage_profiles, cache_dir, threads, precision, mode, stage=True)
 
     staged = StagedMatcherSession(folder, open_stage, settings, profiles, stages_manifest)
     return staged, f"adaptive depth and width from {folder.name} ({settings.describe()})"

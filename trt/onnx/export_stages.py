@@ -6,6 +6,7 @@ numerical check against its torch module at two other sizes, fed what the torch 
 produced. The folder is filled file by file, each atomically, and ``stages.json`` written last.
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from trt.errors import ContractError
 from trt.extractors import Extractor
 from trt.fileio import sha256_file, write_bytes_atomic
 from trt.onnx.export import (CHECK_SIZES, DEFAULT_OPSET, TRACE_SIZES, compare_outputs, example_inputs,
-                             finish_for_tensorrt, read_metadata, run_onnx, torch_to_onnx, write_metadata)
+                             finish_for_tensorrt, run_onnx, torch_to_onnx, write_metadata)
 from trt.precision import SCOPES_KEY
 from trt.stages import UNTRAINED_KINDS, StageRecord, StagesManifest, stage_name
 
@@ -101,7 +102,6 @@ def export_stages(model, extractor: Extractor, folder: Path, matcher_metadata: d
     ``matcher_metadata``: the single graph's ``lightglue.*`` metadata, which every stage carries too
     (with its own ``stage``, ``layer`` and reduced-precision scopes).
     """
-    import json
 
     from trt.models.lightglue import NUM_LAYERS, confidence_thresholds
 

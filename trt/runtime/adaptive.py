@@ -27,7 +27,6 @@ Outputs are the contract's, plus ``layers`` [B] (layers run) and ``pruned0``/``p
 pruned) as int32.
 """
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path

@@ -85,10 +85,13 @@ setup:
 	scripts/install_torch.sh .venv/bin/pip 2.13.0
 	.venv/bin/pip install -e '.[test]'
 
+# Official weights have trained confidence heads: their matcher is exported as stages too (X.stages/), which
+# OpenVINO and ONNX Runtime serve with adaptive depth and width (docs/adaptive.md).
 onnx: $(ONNX) $(LINKED_ONNX)
 
 $(ONNX): $(EXPORT_SOURCES) $(WEIGHTS_FILE)
-	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --lightglue-path $@ --dynamic $(WEIGHTS_FLAG)
+	$(PYTHON) export.py --extractor-type $(EXTRACTOR) --lightglue-path $@ --dynamic $(WEIGHTS_FLAG) \
+		$(if $(filter official,$(WEIGHTS)),--stages)
 
 engine: $(OUT)
 
@@ -134,6 +137,7 @@ bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
 	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
+	$(PYTHON) bench/adaptive_bench.py --output-dir $(BENCH_DIR)
 
 # Soak, outside make test: Matcher.match_features on every backend (bench/soak.py: the trained ALIKED LightGlue,
 # keypoint counts over every profile, worker threads, bad requests mixed in; requests, errors by kind, RSS and
@@ -154,7 +158,8 @@ eval:
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
 #   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|sequential[:K]|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
-# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
+# (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1, DEPTH_CONFIDENCE and
+# WIDTH_CONFIDENCE (adaptive depth and width where the stages are exported, docs/adaptive.md; -1: off).
 PAIRS  ?= exhaustive
 ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 sfm:
@@ -163,7 +168,9 @@ sfm:
 	$(MAKE) engine OUT=$(ENGINE)
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
-		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)
+		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline) \
+		$(if $(DEPTH_CONFIDENCE),--depth-confidence $(DEPTH_CONFIDENCE)) \
+		$(if $(WIDTH_CONFIDENCE),--width-confidence $(WIDTH_CONFIDENCE))
 
 # Online serving on Ray Serve (docs/online-serving.md): make serve ENGINE=weights/sift_lightglue.engine
 # [HOST=0.0.0.0] [PORT=8000] [REPLICAS=2] [RAY=HEAD_IP:6379]; stops on Ctrl-C or SIGTERM.

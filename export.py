@@ -6,6 +6,9 @@ matcher and extractor tensor contracts.
     python export.py --extractor-type aliked --extractor-path weights/aliked-n16.onnx \\
         --lightglue-path weights/aliked_lightglue.onnx --dynamic
 
+--stages also writes the matcher's stages into X.stages/ beside X.onnx, for adaptive depth and width
+(early stopping and point pruning, docs/adaptive.md).
+
 --extractor-path alone exports only the extractor, --lightglue-path alone (or neither) only the matcher,
 both export both (and write neither unless both succeed).
 
@@ -44,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(*spellings("--num-keypoints"), dest="num_keypoints", type=int, default=None,
                         help="static export: keypoints per image (1024)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also export the matcher as stages into X.stages/ beside it (with --dynamic): adaptive "
+                             "depth and width on OpenVINO and ONNX Runtime (docs/adaptive.md)")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=Path, default=None, help="a LightGlue checkpoint (.pth)")
     weights.add_argument(*spellings("--random-weights"), dest="random_weights", type=int, metavar="SEED", default=None,
@@ -94,6 +100,8 @@ def main(argv=None) -> list[Path]:
     from trt.fileio import atomic_path
     from trt.onnx.export import export_matcher
     from trt.onnx.export_extractor import check_max_keypoints, export_extractor
+    from trt.onnx.export_stages import export_matcher_and_stages
+    from trt.stages import stages_folder
 
     args = parse_args(argv)
     static_flags = [flag for flag, value in (("--batch-size", args.batch_size), ("--num-keypoints", args.num_keypoints),
@@ -117,12 +125,12 @@ def main(argv=None) -> list[Path]:
             batch_size=batch_size, image_size=(height, width), opset=args.opset, weights_dir=args.weights_dir)))
     if args.lightglue_path is not None or args.extractor_path is None:
         output = args.lightglue_path or args.weights_dir / f"{args.extractor_type}_lightglue.onnx"
-        jobs.append((export_matcher, output, dict(
+        jobs.append((export_matcher_and_stages if args.stages else export_matcher, output, dict(
             extractor=args.extractor_type, weights=args.weights, random_seed=args.random_weights,
             nearest_neighbour=args.nearest_neighbour_weights, sharp_seed=args.sharp_weights, dynamic=args.dynamic,
             batch_size=batch_size,
             num_keypoints=1024 if args.num_keypoints is None else args.num_keypoints, opset=args.opset,
-            weights_dir=args.weights_dir)))
+            weights_dir=args.weights_dir, **({"folder": stages_folder(output)} if args.stages else {}))))
     # Every checkpoint first (downloaded when absent): a missing one ends the run before any export starts.
     from trt.extractors import get_extractor, get_network
     from trt.models.networks import WEIGHTS_HINT

@@ -42,6 +42,7 @@ from trt.validation import (
     MIN_KEYPOINTS,
     MIN_RESIZE,
     check_distinct_paths,
+    confidence_arg,
     max_keypoints_arg,
     max_pixels_arg,
     path_arg,
@@ -80,6 +81,11 @@ def add_matcher_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse larger images, read from the file header before decoding (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), help="feature type, for engines that do not record it")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs per shape")
+    parser.add_argument("--depth-confidence", type=confidence_arg, default=None,
+                        help="adaptive depth: stop once this share of points is confident (default 0.95 where the "
+                             "stages are exported and the weights trained; -1: every layer); docs/adaptive.md")
+    parser.add_argument("--width-confidence", type=confidence_arg, default=None,
+                        help="adaptive width: prune points whose matchability is at most 1 - this (default 0.99; -1: none)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -142,6 +148,7 @@ def matcher_options(args, mode: Optional[str] = None) -> dict:
         max_keypoints=args.max_keypoints, extractor=args.extractor, resize=args.resize or None,
         cuda_graphs=args.cuda_graphs, extractor_engine=args.extractor_engine, extractor_onnx=args.extractor_onnx,
         precision=args.precision, mode=mode or ("throughput" if args.pairs is not None else "latency"),
+        depth_confidence=args.depth_confidence, width_confidence=args.width_confidence,
     )
 
 
@@ -182,6 +189,8 @@ def match_one(args) -> list[Path]:
         print(f"image{index} {path}: {len(keypoints)} keypoints")
     print(f"matches: {len(result)} (threshold {args.threshold:g}, {backend_label(result.engine)}, "
           f"{weights_label(result.engine)})")
+    print(f"layers: {result.layers}" + (f", pruned {result.pruned0} + {result.pruned1} keypoints"
+                                        if result.pruned0 or result.pruned1 else ""))
     print(f"time: {format_timings(result.timings)}")
     memory = format_device_memory(result.engine)
     if memory:

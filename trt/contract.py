@@ -32,6 +32,8 @@ NO_MATCH = -1
 # LightGlue attends with 4 heads (trt/models/lightglue.py): its largest tensors are the attention scores,
 # [B, 4, N, N + 1] for N = max(N0, N1) (the extra key column masks padding). Profiles are bounded by them.
 ATTENTION_HEADS = 4
+MATCHER_DIM = 256  # LightGlue's internal descriptor size, whatever the extractor's D
+MATCHER_LAYERS = 9  # transformer layers: what the single graph always runs, the most the adaptive loop runs
 
 
 def largest_tensor_shape(batch: int, n0: int, n1: int) -> tuple[int, int, int, int]:
@@ -83,6 +85,38 @@ OUTPUT_SPECS = [
 OUTPUT_NAMES = [spec.name for spec in OUTPUT_SPECS]
 
 
+# -- the matcher as stages (adaptive depth and width; trt/models/lightglue.py, trt/runtime/adaptive.py) ------
+# encode: the contract's inputs but count/threshold -> state and encoding of each image; layer ℓ: one
+# transformer layer with its confidence and matchability (the final layer has neither); assign ℓ: the
+# assignment of layer ℓ with mutual matching -> the contract's outputs.
+STAGE_KINDS = ("encode", "layer", "final_layer", "assign")
+ENCODING_DIM = MATCHER_DIM // ATTENTION_HEADS
+
+
+def _per_point(name: str, trailing: tuple = ()) -> list[TensorSpec]:
+    return [TensorSpec(f"{name}{side}", np.dtype(np.float32), (BATCH, n, *trailing))
+            for side, n in ((0, KEYPOINTS0), (1, KEYPOINTS1))]
+
+
+COUNT_SPECS = [TensorSpec("count0", np.dtype(np.int32), (BATCH,)), TensorSpec("count1", np.dtype(np.int32), (BATCH,))]
+STATE_SPECS = _per_point("state", (MATCHER_DIM,)) + _per_point("encoding", (2, ENCODING_DIM))
+
+
+def stage_specs(kind: str, descriptor_dim: int, scale_ori: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of a matcher stage of ``kind`` (one of ``STAGE_KINDS``)."""
+    if kind == "encode":
+        inputs = [s for s in input_specs(descriptor_dim, scale_ori) if not s.name.startswith(("count", "threshold"))]
+        return inputs, STATE_SPECS
+    if kind in ("layer", "final_layer"):
+        outputs = _per_point("next_state", (MATCHER_DIM,))
+        if kind == "layer":
+            outputs += _per_point("confidence") + _per_point("matchability")
+        return STATE_SPECS + COUNT_SPECS, outputs
+    if kind == "assign":
+        return STATE_SPECS[:2] + COUNT_SPECS + [input_specs(descriptor_dim, scale_ori)[-1]], OUTPUT_SPECS
+    raise ContractError(f"unknown matcher stage {kind!r}: valid are {', '.join(STAGE_KINDS)}")
+
+
 def infer_layout(input_names: list[str], input_shapes: dict[str, tuple]) -> tuple[int, bool]:
     """(descriptor_dim, scale_ori) of a graph or engine, or a ContractError naming what is off."""
     names = set(input_names)
@@ -127,7 +161,9 @@ def check_input_names(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> 
 def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> tuple[int, int, int]:
     """Check a request's arrays against the contract; return (B, N0, N1)."""
     check_input_names(feeds, specs)
-    batch, n0, n1 = feeds["kpts0"].shape[0], feeds["kpts0"].shape[1], feeds["kpts1"].shape[1]
+    # The first inputs with a keypoint axis give N0 and N1 (kpts0/kpts1 of the matcher, state0/state1 of a stage).
+    side0, side1 = (next(s.name for s in specs if s.shape[1:2] == (n,)) for n in (KEYPOINTS0, KEYPOINTS1))
+    batch, n0, n1 = feeds[side0].shape[0], feeds[side0].shape[1], feeds[side1].shape[1]
     for spec in specs:
         array = feeds[spec.name]
         if array.dtype != spec.dtype:

@@ -230,6 +230,21 @@ def parse_threshold(text: str) -> float:
     return check_threshold(value)
 
 
+def check_confidence(value: float, name: str) -> float:
+    """A depth or width confidence of adaptive LightGlue: a share in (0, 1], or -1 to disable it."""
+    if value != -1 and not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise UserError(f"{name} {value} is outside (0, 1]: give a share in (0, 1], or -1 to disable")
+    return float(value)
+
+
+def parse_confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"expected a share in (0, 1] or -1, not {text!r}") from None
+    return check_confidence(value, "the confidence")
+
+
 def parse_resize(text: str) -> int:
     value = parse_int(text)
     if value != 0 and not MIN_RESIZE <= value <= MAX_RESIZE:
@@ -243,6 +258,7 @@ path_arg = _argument(check_path, "path")
 threshold_arg = _argument(parse_threshold, "threshold")
 max_keypoints_arg = _argument(lambda text: check_max_keypoints(parse_int(text), "the keypoint count"), "max_keypoints")
 resize_arg = _argument(parse_resize, "resize")
+confidence_arg = _argument(parse_confidence, "confidence")
 max_pixels_arg = _argument(lambda text: check_max_pixels(parse_int(text)), "max_pixels")
 
 

@@ -220,15 +220,18 @@ def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: 
     return backends
 
 
-def kornia_reference(extractor: Extractor, state_dict: dict, threshold: float = 0.0):
-    """``kornia.feature.LightGlue`` at full depth (no early stop, no pruning) with ``state_dict``; its
-    ``filter_threshold`` is ``threshold``, the one ``bench_feeds`` gives our backends."""
+def kornia_reference(extractor: Extractor, state_dict: dict, threshold: float = 0.0, depth_confidence: float = -1,
+                     width_confidence: float = -1):
+    """``kornia.feature.LightGlue`` with ``state_dict``, at full depth unless ``depth_confidence`` /
+    ``width_confidence`` say otherwise (kornia's adaptive LightGlue); its ``filter_threshold`` is
+    ``threshold``, the one ``bench_feeds`` gives our backends."""
     from kornia.feature import LightGlue
 
     from trt.models.weights import OPTIONAL_KEYS, rename_keys
 
     matcher = LightGlue(features=None, input_dim=extractor.descriptor_dim, add_scale_ori=extractor.scale_ori,
-                        depth_confidence=-1, width_confidence=-1, filter_threshold=threshold).eval()
+                        depth_confidence=depth_confidence, width_confidence=width_confidence,
+                        filter_threshold=threshold).eval()
     incompatible = matcher.load_state_dict(rename_keys(state_dict), strict=False)
     if incompatible.unexpected_keys or set(incompatible.missing_keys) - OPTIONAL_KEYS:
         raise WeightsError(f"kornia's LightGlue does not take these weights: missing {incompatible.missing_keys}, "

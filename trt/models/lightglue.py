@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trt.contract import ATTENTION_HEADS
+from trt.contract import ATTENTION_HEADS, MATCHER_DIM, MATCHER_LAYERS
 from trt.extractors import Extractor
 
-NUM_LAYERS = 9
+NUM_LAYERS = MATCHER_LAYERS
 NUM_HEADS = ATTENTION_HEADS
-DESCRIPTOR_DIM = 256
+DESCRIPTOR_DIM = MATCHER_DIM
 HEAD_DIM = DESCRIPTOR_DIM // NUM_HEADS
 MASK_BIAS = -1e4  # added to padded keys' logits: exp(-1e4) is 0 in FP32 and FP16 alike
 
@@ -197,11 +197,26 @@ class MatchAssignment(nn.Module):
 
 
 class TokenConfidence(nn.Module):
-    """Early-stopping head of the reference. Unused at full depth; kept so official weights load strictly."""
+    """Early-stopping head of the reference: how settled each point's descriptor is after a layer."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.token = nn.Sequential(nn.Linear(dim, 1), nn.Sigmoid())
+
+    def forward(self, desc: torch.Tensor) -> torch.Tensor:
+        """desc [B, N, d] → confidence [B, N] in (0, 1)."""
+        return self.token(desc).squeeze(2)
+
+
+def confidence_thresholds(num_layers: int = NUM_LAYERS) -> torch.Tensor:
+    """The reference's per-layer confidence thresholds ``0.8 + 0.1·exp(−4ℓ/L)``, float32 as its buffer."""
+    layers = torch.arange(num_layers, dtype=torch.float64)
+    return (0.8 + 0.1 * torch.exp(-4.0 * layers / num_layers)).clamp(0, 1).to(torch.float32)
+
+
+def valid_rows(count: torch.Tensor, rows: int) -> torch.Tensor:
+    """[B] counts → [B, rows] bool: the leading ``count`` rows of each pair are real."""
+    return torch.arange(rows).unsqueeze(0) < count.unsqueeze(1)
 
 
 def mutual_matches(scores01, scores10, valid0, valid1, threshold):
@@ -242,10 +257,9 @@ class LightGlue(nn.Module):
         self.transformers = nn.ModuleList([TransformerLayer(d) for _ in range(NUM_LAYERS)])
         self.log_assignment = nn.ModuleList([MatchAssignment(d) for _ in range(NUM_LAYERS)])
         self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(NUM_LAYERS - 1)])
-        # The reference's early-stopping thresholds; kept for state-dict compatibility only.
-        layers = torch.arange(NUM_LAYERS, dtype=torch.float64)
-        thresholds = (0.8 + 0.1 * torch.exp(-4.0 * layers / NUM_LAYERS)).clamp(0, 1).to(torch.float32)
-        self.register_buffer("confidence_thresholds", thresholds)
+        # The reference's early-stopping thresholds (its state dicts carry them); the adaptive host loop
+        # (trt/runtime/adaptive.py) reads the same values from the stages manifest.
+        self.register_buffer("confidence_thresholds", confidence_thresholds())
 
     @property
     def input_names(self) -> list[str]:
@@ -256,19 +270,91 @@ class LightGlue(nn.Module):
     def forward(self, *inputs: torch.Tensor):
         """Inputs in contract order (see ``input_names``); returns matches0, matches1, mscores0, mscores1."""
         named = dict(zip(self.input_names, inputs))
-        valid0 = torch.arange(named["kpts0"].shape[1]).unsqueeze(0) < named["count0"].unsqueeze(1)
-        valid1 = torch.arange(named["kpts1"].shape[1]).unsqueeze(0) < named["count1"].unsqueeze(1)
+        valid0 = valid_rows(named["count0"], named["kpts0"].shape[1])
+        valid1 = valid_rows(named["count1"], named["kpts1"].shape[1])
         bias0, bias1 = key_bias(valid0), key_bias(valid1)
-        encoding0 = self.posenc(self._position_features(named, 0))
-        encoding1 = self.posenc(self._position_features(named, 1))
-        desc0, desc1 = self.input_proj(named["desc0"]), self.input_proj(named["desc1"])
+        (desc0, encoding0), (desc1, encoding1) = self.encode(named, 0), self.encode(named, 1)
         for layer in self.transformers:
             desc0, desc1 = layer(desc0, desc1, encoding0, encoding1, bias0, bias1)
         scores01, scores10 = self.log_assignment[NUM_LAYERS - 1](desc0, desc1, bias0, bias1)
         return mutual_matches(scores01, scores10, valid0, valid1, named["threshold"])
+
+    def encode(self, named: dict, side: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One image's projected descriptors [B, N, d] and positional encoding (cos, sin), each [B, 1, N, head_dim]."""
+        return self.input_proj(named[f"desc{side}"]), self.posenc(self._position_features(named, side))
 
     def _position_features(self, named: dict, side: int) -> torch.Tensor:
         kpts = normalize_keypoints(named[f"kpts{side}"], named[f"size{side}"])
         if not self.extractor.scale_ori:
             return kpts
         return torch.cat([kpts, named[f"scales{side}"].unsqueeze(2), named[f"oris{side}"].unsqueeze(2)], dim=2)
+
+
+# -- the matcher as stages, for adaptive depth and width (trt/runtime/adaptive.py runs the loop) ------------
+#
+# Between stages each image's state is two tensors with the keypoint axis second, so the host can drop a
+# pruned point's rows with one gather along axis 1: ``state`` [B, N, d] (the descriptors so far) and
+# ``encoding`` [B, N, 2, head_dim] (cos and sin of the positional encoding). Padding follows the contract:
+# ``count0/count1`` say how many leading rows are real.
+
+
+def pack_encoding(encoding: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(cos, sin), each [B, 1, N, h] → [B, N, 2, h]."""
+    return torch.stack([encoding[0].squeeze(1), encoding[1].squeeze(1)], dim=2)
+
+
+def unpack_encoding(encoding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, N, 2, h] → (cos, sin), each [B, 1, N, h]."""
+    return encoding[:, :, 0].unsqueeze(1), encoding[:, :, 1].unsqueeze(1)
+
+
+class EncodeStage(nn.Module):
+    """Input projection and positional encoding: the contract's inputs but ``count``/``threshold`` →
+    state0, state1, encoding0, encoding1."""
+
+    def __init__(self, matcher: LightGlue) -> None:
+        super().__init__()
+        self.matcher = matcher
+        self.input_names = [name for name in matcher.input_names if not name.startswith(("count", "threshold"))]
+
+    def forward(self, *inputs: torch.Tensor):
+        named = dict(zip(self.input_names, inputs))
+        (state0, encoding0), (state1, encoding1) = self.matcher.encode(named, 0), self.matcher.encode(named, 1)
+        return state0, state1, pack_encoding(encoding0), pack_encoding(encoding1)
+
+
+class LayerStage(nn.Module):
+    """Transformer layer ℓ and what the host decides on after it: state0, state1, encoding0, encoding1,
+    count0, count1 → next_state0, next_state1 and, but after the last layer, confidence0/1 (the token
+    confidence head ℓ) and matchability0/1 (sigmoid of assignment ℓ's matchability), each [B, N]."""
+
+    def __init__(self, matcher: LightGlue, layer: int) -> None:
+        super().__init__()
+        self.transformer = matcher.transformers[layer]
+        self.final = layer == NUM_LAYERS - 1
+        if not self.final:
+            self.token_confidence = matcher.token_confidence[layer]
+            self.matchability = matcher.log_assignment[layer].matchability
+
+    def forward(self, state0, state1, encoding0, encoding1, count0, count1):
+        bias0 = key_bias(valid_rows(count0, state0.shape[1]))
+        bias1 = key_bias(valid_rows(count1, state1.shape[1]))
+        state0, state1 = self.transformer(state0, state1, unpack_encoding(encoding0), unpack_encoding(encoding1),
+                                          bias0, bias1)
+        if self.final:
+            return state0, state1
+        return (state0, state1, self.token_confidence(state0), self.token_confidence(state1),
+                torch.sigmoid(self.matchability(state0)).squeeze(2), torch.sigmoid(self.matchability(state1)).squeeze(2))
+
+
+class AssignStage(nn.Module):
+    """Assignment ℓ with mutual matching: state0, state1, count0, count1, threshold → the contract's outputs."""
+
+    def __init__(self, matcher: LightGlue, layer: int) -> None:
+        super().__init__()
+        self.assignment = matcher.log_assignment[layer]
+
+    def forward(self, state0, state1, count0, count1, threshold):
+        valid0, valid1 = valid_rows(count0, state0.shape[1]), valid_rows(count1, state1.shape[1])
+        scores01, scores10 = self.assignment(state0, state1, key_bias(valid0), key_bias(valid1))
+        return mutual_matches(scores01, scores10, valid0, valid1, threshold)

@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -264,11 +265,15 @@ def export_matcher(
     opset: int = DEFAULT_OPSET,
     weights_dir: Path = Path("weights"),
     verify: bool = True,
+    then: Callable[..., object] | None = None,
 ) -> Path:
     """Export, clean, lint and verify the matcher; write it atomically to ``output`` and return the path.
 
     ``verify=False`` skips the comparison with the torch module: for a stand-in whose inputs and layer names
-    are all that is read (``trt.engine.trtexec.stand_in_onnx``), never for a model to serve."""
+    are all that is read (``trt.engine.trtexec.stand_in_onnx``), never for a model to serve. ``then(model,
+    extractor, metadata)``: a further export of the verified model before the file is written (the stages of
+    adaptive depth and width: ``trt.onnx.export_stages.export_matcher_and_stages``).
+    """
     spec = get_extractor(extractor)
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported: use {', '.join(map(str, SUPPORTED_OPSETS))} "
@@ -287,6 +292,8 @@ def export_matcher(
         feeds = example_inputs(spec, batch, n0, n1, seed=batch + n0)
         compare_outputs(torch_outputs(model, feeds), onnx_outputs(graph_bytes, feeds),
                         f"exported graph at B={batch}, N0={n0}, N1={n1}")
+    if then is not None:
+        then(model, spec, read_metadata(graph))
 
     with atomic_path(output) as tmp:
         tmp.write_bytes(graph_bytes)

@@ -22,8 +22,8 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 
 from trt import extractor_contract
-from trt.contract import (BATCH, KEYPOINTS0, KEYPOINTS1, OUTPUT_SPECS, TensorSpec, check_feeds, infer_layout, input_specs,
-                          keypoint_dims)
+from trt.contract import (BATCH, KEYPOINTS0, KEYPOINTS1, OUTPUT_SPECS, STAGE_KINDS, TensorSpec, check_feeds,
+                          infer_layout, input_specs, keypoint_dims, stage_specs)
 from trt.errors import ContractError, UserError
 from trt.extractor_contract import HEIGHT, IMAGE, WIDTH, ExtractorLayout
 from trt.extractors import PADDINGS
@@ -220,6 +220,60 @@ class MatcherContract:
 
 
 @dataclass(frozen=True)
+class StageContract:
+    """One stage of a matcher served as stages (``trt.contract.stage_specs``; ``trt.runtime.adaptive``)."""
+
+    stage: str  # one of trt.contract.STAGE_KINDS
+    descriptor_dim: int
+    scale_ori: bool
+    kind: ClassVar[str] = "stage"
+    dimensions: ClassVar[tuple[str, ...]] = (BATCH, KEYPOINTS0, KEYPOINTS1)
+
+    @property
+    def axes(self) -> dict[str, tuple[str, int]]:
+        first0, first1 = self.inputs[0].name, next(s.name for s in self.inputs if s.shape[1:2] == (KEYPOINTS1,))
+        return {BATCH: (first0, 0), KEYPOINTS0: (first0, 1), KEYPOINTS1: (first1, 1)}
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return stage_specs(self.stage, self.descriptor_dim, self.scale_ori)[0]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return stage_specs(self.stage, self.descriptor_dim, self.scale_ori)[1]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+        return keypoint_dims(*check_feeds(feeds, self.inputs))
+
+    def dynamic_profile(self) -> Profile:
+        return MatcherContract.dynamic_profile(self)
+
+    def describe(self) -> str:
+        return f"LightGlue {self.stage.replace('_', ' ')} stage ({self.descriptor_dim}-D descriptors)"
+
+    @classmethod
+    def from_io(cls, inputs: dict, outputs: dict, settings: dict, where: str) -> "StageContract":
+        """From a stage graph's I/O names and its ``lightglue.*`` metadata (``stage``, ``descriptor_dim``,
+        ``scale_ori``); a ContractError when they disagree."""
+        try:
+            contract = cls(settings["stage"], int(settings["descriptor_dim"]), settings["scale_ori"] == "true")
+        except (KeyError, ValueError):
+            raise ContractError(f"{where} is a matcher stage without its layout in the metadata") from None
+        if contract.stage not in STAGE_KINDS:
+            raise ContractError(f"{where}: unknown matcher stage {contract.stage!r}")
+        expected_in = {spec.name for spec in contract.inputs}
+        expected_out = {spec.name for spec in contract.outputs}
+        if set(inputs) != expected_in or not expected_out <= set(outputs):
+            raise ContractError(f"{where} does not follow the {contract.stage} stage contract: inputs "
+                                f"{sorted(inputs)}, expected {sorted(expected_in)}; outputs must include {sorted(expected_out)}")
+        return contract
+
+
+@dataclass(frozen=True)
 class ExtractorContract:
     """A learned feature extractor (``trt.extractor_contract``) and what its front-end must do for it:
     ``stride`` and ``padding`` (``trt.features.padding``); ``network`` ("aliked-n16") and ``feature``
@@ -289,6 +343,8 @@ def manifest_network_settings(manifest) -> dict:
 def contract_from_io(inputs: dict[str, tuple], outputs: dict[str, tuple], settings: dict, where: str):
     """The contract of a model or engine from its I/O names and shapes (fixed sizes as ints) and, for an
     extractor, its network ``settings`` (``network_settings``); a ContractError naming what is off."""
+    if settings.get("stage"):
+        return StageContract.from_io(inputs, outputs, settings, where)
     if IMAGE in inputs:
         return ExtractorContract.from_settings(extractor_contract.infer_layout(inputs, outputs), settings, where)
     try:

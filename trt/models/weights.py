@@ -20,7 +20,8 @@ import torch
 
 from trt.errors import WeightsError
 from trt.extractors import Extractor
-from trt.fileio import atomic_path, sha256_file
+from trt.fileio import atomic_path
+from trt.official_weights import FoundWeights, cached_sha256, find_official
 
 # Checkpoints of v0.1 name the transformer blocks ``self_attn.{i}`` / ``cross_attn.{i}``.
 RENAMES = [
@@ -92,7 +93,7 @@ def read_checkpoint(path: Path, key: str | None = None) -> dict:
 
 def verify_official(path: Path, extractor: Extractor) -> WeightsSource:
     """sha256 of a checkpoint; a hash other than the official one is a warning naming both."""
-    digest = sha256_file(path)
+    digest = cached_sha256(path)
     if digest == extractor.weights_sha256:
         return WeightsSource("official", f"sha256:{digest}")
     warnings.warn(
@@ -130,16 +131,21 @@ def download_official(extractor: Extractor, destination: Path, progress: bool = 
 
 
 def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Path = Path("weights"),
-                    hint: str = MATCHER_HINT) -> Path:
-    """The checkpoint to load: ``weights`` if given, else the official file, downloaded when absent."""
+                    hint: str = MATCHER_HINT, announce: bool = True) -> Path:
+    """The checkpoint to load: ``weights`` if given, else the official file found offline
+    (``trt.official_weights``: ``weights_dir``, the torch hub cache, a package shipping it), else downloaded
+    into ``weights_dir``. ``announce``: say on stderr where the official file came from."""
     if weights is not None:
         if not Path(weights).is_file():
             raise WeightsError(f"weights file {weights} does not exist")
         return Path(weights)
-    path = weights_dir / extractor.weights_filename
-    if not path.is_file():
-        download_official(extractor, path, hint=hint)
-    return path
+    found = find_official(extractor, weights_dir)
+    if found is None:
+        found = FoundWeights(download_official(extractor, Path(weights_dir) / extractor.weights_filename, hint=hint),
+                             "a download")
+    if announce:
+        print(f"weights: {found.describe()}", file=sys.stderr)
+    return found.path
 
 
 def load_checkpoint(model: torch.nn.Module, extractor: Extractor, path: Path) -> WeightsSource:

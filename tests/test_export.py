@@ -255,7 +255,9 @@ def test_sharp_weights_make_the_transformer_matter_and_keep_the_assignment_peake
 
 def test_download_when_absent_verifies_and_writes_atomically(tmp_path, official_layout_checkpoint, monkeypatch):
     """The official-weights path end to end against a loopback server standing in for the release host."""
+    import dataclasses
     import functools
+    import hashlib
     import http.server
     import threading
 
@@ -273,13 +275,16 @@ def test_download_when_absent_verifies_and_writes_atomically(tmp_path, official_
     try:
         monkeypatch.setattr(trt.extractors, "WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/{{name}}_lightglue.pth")
         weights_dir = tmp_path / "weights"
-        path = resolve_weights(get_extractor("sift"), None, weights_dir)
+        with pytest.raises(WeightsError, match="not the official .*not kept"):  # the served file is not cvg's
+            resolve_weights(get_extractor("sift"), None, weights_dir)
+        assert list(weights_dir.iterdir()) == []  # nothing half-written, nothing unverified
+        served_hash = hashlib.sha256(official_layout_checkpoint.read_bytes()).hexdigest()
+        path = resolve_weights(dataclasses.replace(get_extractor("sift"), weights_sha256=served_hash), None, weights_dir)
         assert path == weights_dir / "sift_lightglue.pth"
         assert path.read_bytes() == official_layout_checkpoint.read_bytes()
         assert [p.name for p in weights_dir.iterdir()] == ["sift_lightglue.pth"]  # no temporary file left
-        with pytest.warns(UserWarning, match="not the official"):
+        with pytest.raises(WeightsError, match="not the official"):  # sift's real hash: it would shadow the official file
             export_matcher("sift", tmp_path / "x.onnx", weights_dir=weights_dir)
-        assert read_metadata(onnx.load(str(tmp_path / "x.onnx")))["weights_kind"] == "file"
     finally:
         server.shutdown()
 

@@ -20,7 +20,7 @@ import torch
 
 from trt.errors import WeightsError
 from trt.extractors import Extractor
-from trt.fileio import atomic_path
+from trt.fileio import atomic_path, sha256_file
 from trt.official_weights import FoundWeights, cached_sha256, find_official
 
 # Checkpoints of v0.1 name the transformer blocks ``self_attn.{i}`` / ``cross_attn.{i}``.
@@ -108,8 +108,8 @@ MATCHER_HINT = "pass --weights FILE, or use --random-weights SEED for a test exp
 
 
 def download_official(extractor: Extractor, destination: Path, progress: bool = True, hint: str = MATCHER_HINT) -> Path:
-    """Fetch the official checkpoint with a progress bar; offline, one message with the URL, the path and
-    ``hint`` (the flags that give weights another way)."""
+    """Fetch the official checkpoint with a progress bar, kept only with its official sha256; offline, one
+    message with the URL, the path and ``hint`` (the flags that give weights another way)."""
     url = extractor.weights_url
     try:
         response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
@@ -127,6 +127,11 @@ def download_official(extractor: Extractor, destination: Path, progress: bool = 
         for chunk in iter(lambda: response.read(1 << 20), b""):
             out.write(chunk)
             bar.update(len(chunk))
+        out.close()
+        digest = sha256_file(tmp)
+        if digest != extractor.weights_sha256:  # a truncated, altered or moved file: not kept
+            raise WeightsError(f"the file downloaded from {url} has sha256 {digest}, not the official "
+                               f"{extractor.weights_sha256}: not kept. Download it again, or {hint}")
     return destination
 
 

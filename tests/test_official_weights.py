@@ -101,3 +101,20 @@ def test_setup_links_the_shipped_files_into_weights(tmp_path):
     found = find_official(get_network("disk"), weights)
     assert found.path == weights / "depth-save.pth" and found.origin == f"{weights}/"
     assert link_official_files(weights) == []  # a second run keeps what is there
+
+
+@needs_scm
+def test_the_official_disk_matcher_loads_strictly_without_its_unused_unit_scalars():
+    import torch
+
+    from trt.models.lightglue import LightGlue
+    from trt.models.weights import load_checkpoint, load_state_dict_strict, read_checkpoint
+
+    model = LightGlue(get_extractor("disk"))
+    path = find_official(get_extractor("disk")).path
+    state_dict = read_checkpoint(path)
+    assert {float(state_dict[f"log_assignment.{i}.r"]) for i in range(9)} == {1.0}
+    assert load_checkpoint(model, get_extractor("disk"), path).kind == "official"
+    state_dict["log_assignment.0.r"] = torch.tensor([0.5])  # a value that would matter: refused
+    with pytest.raises(WeightsError, match="unexpected keys: log_assignment.0.r"):
+        load_state_dict_strict(model, state_dict, "altered")

@@ -29,6 +29,10 @@ RENAMES = [
     (re.compile(r"^cross_attn\.(\d+)\."), r"transformers.\1.cross_attn."),
 ]
 OPTIONAL_KEYS = {"confidence_thresholds"}
+# The official disk_lightglue.pth carries a scalar ``log_assignment.N.r`` per layer that no LightGlue reads (cvg
+# and kornia load with strict=False): a temperature left at 1. Dropped when it is 1, so it cannot change anything;
+# any other value is an unexpected key like any other.
+UNUSED_UNIT_SCALARS = re.compile(r"^log_assignment\.\d+\.r$")
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -52,7 +56,8 @@ def rename_keys(state_dict: dict) -> dict:
 def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str,
                            layout: str = "a LightGlue checkpoint") -> None:
     """Load after renaming; missing, unexpected or mis-shaped keys are one error listing them."""
-    state_dict = rename_keys(state_dict)
+    state_dict = {key: value for key, value in rename_keys(state_dict).items()
+                  if not (UNUSED_UNIT_SCALARS.match(key) and value.numel() == 1 and float(value) == 1.0)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - OPTIONAL_KEYS)
     unexpected = sorted(set(state_dict) - set(expected))

@@ -224,11 +224,11 @@ def kornia_reference(extractor: Extractor, state_dict: dict, threshold: float = 
     ``filter_threshold`` is ``threshold``, the one ``bench_feeds`` gives our backends."""
     from kornia.feature import LightGlue
 
-    from trt.models.weights import OPTIONAL_KEYS, rename_keys
+    from trt.models.weights import OPTIONAL_KEYS, current_layout
 
     matcher = LightGlue(features=None, input_dim=extractor.descriptor_dim, add_scale_ori=extractor.scale_ori,
                         depth_confidence=-1, width_confidence=-1, filter_threshold=threshold).eval()
-    incompatible = matcher.load_state_dict(rename_keys(state_dict), strict=False)
+    incompatible = matcher.load_state_dict(current_layout(state_dict), strict=False)
     if incompatible.unexpected_keys or set(incompatible.missing_keys) - OPTIONAL_KEYS:
         raise WeightsError(f"kornia's LightGlue does not take these weights: missing {incompatible.missing_keys}, "
                            f"unexpected {incompatible.unexpected_keys}")

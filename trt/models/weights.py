@@ -1,4 +1,5 @@
-"""Matcher weights: official files (downloaded and verified), seeded random ones, and strict loading.
+"""Matcher weights: official files (found offline or downloaded, accepted by sha256: trt.official_weights),
+seeded random ones, and strict loading.
 
 The loading, verification and download helpers also serve the extractor networks
 (``trt/models/networks.py``): they take anything with the ``weights_*`` fields of ``Extractor``.
@@ -61,7 +62,7 @@ def current_layout(state_dict: dict) -> dict:
 
 def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str,
                            layout: str = "a LightGlue checkpoint") -> None:
-    """Load after renaming; missing, unexpected or mis-shaped keys are one error listing them."""
+    """Load after renaming (``current_layout``); missing, unexpected or mis-shaped keys are one error listing them."""
     state_dict = current_layout(state_dict)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - OPTIONAL_KEYS)

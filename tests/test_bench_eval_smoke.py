@@ -77,6 +77,7 @@ def test_extractor_bench_quick(tmp_path, aliked_extractor_onnx, data_dir):
     assert rows["kornia-reference"]["ratio_to_reference"] == 1.0 and rows["onnxruntime-cpu"]["p50_ms"] > 0
     assert record["networks"][0]["weights"] == "official"
     assert "kornia-reference" in result.stdout and "wrote" in result.stdout
+    assert "note: aliked-n16: trained weights" in result.stdout  # the run says which weights it used
     assert list(models.iterdir()) == [models / "aliked-n16-official.onnx"]  # reused, not exported again
 
 

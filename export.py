@@ -140,9 +140,9 @@ def main(argv=None) -> list[Path]:
         check_max_keypoints(jobs[0][2]["max_num_keypoints"])  # flags before any file is fetched
     if args.extractor_path is not None and args.extractor_random_weights is None:
         resolve_weights(get_network(args.extractor_type, args.extractor_model), args.extractor_weights,
-                        args.weights_dir, hint=WEIGHTS_HINT)
+                        args.weights_dir, hint=WEIGHTS_HINT, announce=False)
     if len(jobs) > 1 and args.random_weights is None and not args.nearest_neighbour_weights and args.sharp_weights is None:
-        resolve_weights(get_extractor(args.extractor_type), args.weights, args.weights_dir)
+        resolve_weights(get_extractor(args.extractor_type), args.weights, args.weights_dir, announce=False)
     # Each file lands only when every export succeeded: no extractor without its matcher, or the reverse.
     with ExitStack() as stack:
         staged = [stack.enter_context(atomic_path(output)) for _, output, _ in jobs]

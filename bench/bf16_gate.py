@@ -21,7 +21,7 @@ from trt.runtime.openvino_session import GATE_PRESET  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", type=Path, required=True, help="the matcher ONNX (SIFT) to gate")
+    parser.add_argument("--onnx", type=Path, required=True, help="the matcher ONNX to gate (on features of its own extractor)")
     parser.add_argument("--preset", choices=PRESETS, default=GATE_PRESET,
                         help=f"evaluation preset (only {GATE_PRESET!r} makes a record that --precision auto trusts)")
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data (default: $LG_DATA_DIR or ../shared/data)")

@@ -33,13 +33,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--extractors", nargs="+", choices=["sift", *DEFAULT_NETWORKS], default=["sift"],
                         help="feature types, side by side (learned ones with their official checkpoint, from weights/ "
                              "or the shared data's aliked/); default: sift")
+    parser.add_argument("--anchor", action="store_true",
+                        help="also run cvg's pipeline in kornia (kornia's ALIKED/DISK and LightGlue, same files) "
+                             "for each learned extractor with trained weights: ours must equal it within noise")
     return parser.parse_args(argv)
 
 
 def cli(argv=None) -> Path:
     args = parse_args(argv)
     path = main(args.preset, args.data_dir, args.output_dir, weights=args.weights, models_dir=args.models_dir,
-                precisions=args.precisions, backends=args.backends, overwrite=args.overwrite, extractors=args.extractors)
+                precisions=args.precisions, backends=args.backends, overwrite=args.overwrite, extractors=args.extractors,
+                anchor=args.anchor)
     print(f"wrote {path}")
     return path
 

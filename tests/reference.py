@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from trt.synthetic import synthetic_features
-from trt.evaluation.bench import kornia_reference
+from trt.evaluation.kornia_reference import kornia_reference
 from trt.extractors import Extractor
 from trt.features.base import Features
 

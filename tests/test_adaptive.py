@@ -94,7 +94,7 @@ def kornia_adaptive():
     """kornia's adaptive LightGlue (0.95 / 0.99) with the same trained weights: ``feeds`` (one pair) → outputs."""
     import torch
 
-    from trt.evaluation.bench import kornia_inputs, kornia_reference
+    from trt.evaluation.kornia_reference import kornia_inputs, kornia_reference
     from trt.extractors import get_extractor
 
     state_dict = torch.load(packaged_weights("aliked_lightglue.pth"), map_location="cpu", weights_only=True)

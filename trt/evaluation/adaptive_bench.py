@@ -71,7 +71,7 @@ def main(data_dir: Path, output_dir: Path, weights: Optional[Path] = None, keypo
          repeats: int = 3) -> Path:
     import torch
 
-    from trt.evaluation.bench import kornia_inputs, kornia_reference
+    from trt.evaluation.kornia_reference import kornia_inputs, kornia_reference
     from trt.onnx.export_stages import export_matcher_and_stages
 
     models = Path(output_dir) / "models"

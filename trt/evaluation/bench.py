@@ -52,7 +52,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from trt.errors import UserError, WeightsError
+from trt.errors import UserError
 from trt.evaluation.runs import (
     MatcherWeights,
     cached_engine,
@@ -63,6 +63,7 @@ from trt.evaluation.runs import (
     write_json,
 )
 from trt.extractors import Extractor, get_extractor
+from trt.evaluation.kornia_reference import kornia_inputs, kornia_reference
 
 OUTPUT_DIR = Path("out/bench")
 REFERENCE = "kornia-reference"
@@ -218,37 +219,6 @@ def tensorrt_backends(onnx_path: Path, precisions, notes: list[str], overwrite: 
         except UserError as error:
             notes.append(f"{onnx_path.stem} tensorrt-{precision} skipped: {error}")
     return backends
-
-
-def kornia_reference(extractor: Extractor, state_dict: dict, threshold: float = 0.0, depth_confidence: float = -1,
-                     width_confidence: float = -1):
-    """``kornia.feature.LightGlue`` with ``state_dict``, at full depth unless ``depth_confidence`` /
-    ``width_confidence`` say otherwise (kornia's adaptive LightGlue); its ``filter_threshold`` is
-    ``threshold``, the one ``bench_feeds`` gives our backends."""
-    from kornia.feature import LightGlue
-
-    from trt.models.weights import OPTIONAL_KEYS, rename_keys
-
-    matcher = LightGlue(features=None, input_dim=extractor.descriptor_dim, add_scale_ori=extractor.scale_ori,
-                        depth_confidence=depth_confidence, width_confidence=width_confidence,
-                        filter_threshold=threshold).eval()
-    incompatible = matcher.load_state_dict(rename_keys(state_dict), strict=False)
-    if incompatible.unexpected_keys or set(incompatible.missing_keys) - OPTIONAL_KEYS:
-        raise WeightsError(f"kornia's LightGlue does not take these weights: missing {incompatible.missing_keys}, "
-                           f"unexpected {incompatible.unexpected_keys}")
-    return matcher
-
-
-def kornia_inputs(feeds: dict) -> dict:
-    """The reference's feature dicts for a request of the contract (every row real)."""
-    import torch
-
-    data = {}
-    for side in (0, 1):
-        image = {"keypoints": f"kpts{side}", "descriptors": f"desc{side}", "image_size": f"size{side}",
-                 "scales": f"scales{side}", "oris": f"oris{side}"}
-        data[f"image{side}"] = {key: torch.from_numpy(feeds[name]) for key, name in image.items() if name in feeds}
-    return data
 
 
 def torch_backends(extractor: Extractor, weights: MatcherWeights) -> list[Backend]:

@@ -37,21 +37,27 @@ def run_gate(onnx_path: Path, preset: dict, data_dir: Path, features: Optional[d
              threads: Optional[int] = None) -> dict:
     """The gate's record for the model at ``onnx_path`` (see the module docstring); nothing is written.
 
-    ``features``: SIFT features of the preset's images (``eval.extract_all``), extracted when None.
+    ``features``: features of the preset's images of the model's extractor (``eval.extract_all``: SIFT, or the
+    learned network's official checkpoint, exported beside the model), extracted when None.
     """
+    import onnx
+
+    from trt.onnx.export import read_metadata
     from trt.runtime.cpu import cpu_info
     from trt.runtime.matcher import Matcher
 
     reason = openvino_unavailable() or cpu_info().bf16_unsupported()
     if reason:
         raise UserError(f"the bf16 gate needs OpenVINO on a bf16-capable CPU: {reason}")
+    extractor = read_metadata(onnx.load(str(onnx_path), load_external_data=False)).get("extractor", "sift")
     datasets = load_datasets(preset, data_dir)
-    features = features if features is not None else extract_all(datasets, preset)[0]
+    if features is None:
+        features = extract_all(datasets, preset, extractor, models_dir=Path(onnx_path).parent, data_dir=data_dir)[0]
     runs = {}
     for precision in ("f32", "bf16"):
         started = time.perf_counter()
         session = OpenVINOSession(onnx_path, precision=precision, threads=threads)
-        with Matcher(session, threshold=THRESHOLD, extractor="sift") as matcher:
+        with Matcher(session, threshold=THRESHOLD, extractor=extractor) as matcher:
             runs[precision] = evaluate_matcher(matcher, datasets, features)
         print(f"bf16 gate: {precision} on {len(features)} images in {time.perf_counter() - started:.1f} s",
               file=sys.stderr, flush=True)

@@ -210,6 +210,80 @@ def evaluate_run(run: Run, datasets: list[Dataset], features: dict, models_dir: 
     return record, results
 
 
+class KorniaAnchor:
+    """cvg's pipeline in kornia, the anchor row of a learned extractor: kornia's ALIKED or DISK and kornia's
+    LightGlue at full depth (as our graph is), each with the same official file as ours, the image handled as
+    cvg's ``Extractor.extract`` does (RGB in [0, 1], long side resized with antialiasing, keypoints mapped back
+    to original pixels). ``features(paths)`` and ``match_pairs(pairs)`` mirror ``extract_all`` and ``Matcher``."""
+
+    def __init__(self, extractor: str, preset: dict, data_dir: Optional[Path]) -> None:
+        from trt.contract import DEFAULT_THRESHOLD
+        from trt.evaluation.kornia_reference import kornia_reference
+        from trt.evaluation.kornia_reference import kornia_extractor
+        from trt.models.weights import read_checkpoint
+
+        network = get_network(extractor)
+        network_weights = official_extractor_weights(network, data_dir)
+        matcher_weights, _ = trained_weights(get_extractor(extractor))
+        if network_weights is None or matcher_weights is None:
+            raise UserError(f"the kornia anchor of {extractor} needs its official network and LightGlue files")
+        self.preset = preset
+        self.network = kornia_extractor(network, read_checkpoint(network_weights.path, network.checkpoint_key))
+        self.matcher = kornia_reference(get_extractor(extractor), read_checkpoint(matcher_weights.path),
+                                        threshold=DEFAULT_THRESHOLD)
+        self.summary = {"anchor": f"kornia {type(self.matcher).__name__} + kornia {network.name}",
+                        "weights": [str(network_weights.path), str(matcher_weights.path)]}
+
+    def features(self, paths: list[Path]) -> dict:
+        import torch
+        from kornia.geometry.transform import resize
+
+        from trt.features.base import Features
+        from trt.features.image import read_image
+
+        features = {}
+        for path in paths:
+            image = read_image(path)
+            image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+            tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+            height, width = tensor.shape[-2:]
+            tensor = resize(tensor, self.preset["resize"], side="long", antialias=True)
+            scale = torch.tensor([tensor.shape[-1] / width, tensor.shape[-2] / height])
+            with torch.inference_mode():
+                (found,) = self.network(tensor)
+            scores = found.detection_scores if hasattr(found, "detection_scores") else found.keypoint_scores  # DISK, ALIKED
+            order = torch.argsort(scores, descending=True)[: self.preset["max_num_keypoints"]]
+            keypoints = (found.keypoints[order] + 0.5) / scale - 0.5
+            features[path] = Features(keypoints.numpy().astype(np.float32), found.descriptors[order].numpy(),
+                                      (float(width), float(height)))
+        return features
+
+    def match_pairs(self, pairs: list) -> list:
+        import torch
+
+        from trt.runtime.matcher import result_from_outputs
+
+        results = []
+        for f0, f1 in pairs:
+            data = {f"image{i}": {"keypoints": torch.from_numpy(f.keypoints)[None],
+                                  "descriptors": torch.from_numpy(f.descriptors)[None],
+                                  "image_size": torch.tensor([f.image_size])} for i, f in enumerate((f0, f1))}
+            with torch.inference_mode():
+                out = self.matcher(data)
+            results.append(result_from_outputs(f0, f1, out["matches0"][0].numpy(), out["matching_scores0"][0].numpy(),
+                                               out["matches1"][0].numpy()))
+        return results
+
+
+def evaluate_anchor(extractor: str, datasets: list[Dataset], preset: dict, data_dir: Optional[Path]) -> dict:
+    """The record of the kornia anchor run of a learned extractor (``KorniaAnchor``), shaped like a run's."""
+    anchor = KorniaAnchor(extractor, preset, data_dir)
+    paths = list(dict.fromkeys(path for dataset in datasets for pair in dataset.pairs for path in (pair.image0, pair.image1)))
+    records, _ = evaluate_matcher(anchor, datasets, anchor.features(paths))
+    return {"run": f"{extractor}-kornia-anchor", "weights": "official", "precision": "fp32", "backend": "kornia",
+            "model": anchor.summary, "datasets": records}
+
+
 def draw_correctness(pair: Pair, result, path: Path) -> Path:
     """Matches of ``pair`` as lines, green within 3 px of the ground truth and red elsewhere (PNG)."""
     from trt.features.image import read_image
@@ -315,7 +389,7 @@ def format_table(record: dict) -> str:
 def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT_DIR,
          weights: Optional[Path] = None, models_dir: Optional[Path] = None, precisions: Sequence[str] = PRECISIONS,
          backends: Optional[Sequence[str]] = None, overwrite: bool = False,
-         extractors: Sequence[str] = ("sift",)) -> Path:
+         extractors: Sequence[str] = ("sift",), anchor: bool = False) -> Path:
     """Evaluate preset ``conf`` (a name, or a dict like ``datasets.PRESETS``'s); write
     ``eval-<name>.json`` and ``matches-<dataset>.png`` into ``output_dir``; return the JSON's path.
 
@@ -323,6 +397,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     ``weights/sift_lightglue.pth`` when official); ``models_dir``: export cache (default
     ``output_dir/models``); ``backends``: default ONNX Runtime, plus TensorRT where it can run;
     ``extractors``: feature types to evaluate, side by side (SIFT and the learned ones with a network).
+    ``anchor``: also run cvg's pipeline in kornia for each learned extractor with trained weights (``KorniaAnchor``).
     """
     from trt.datasets import shared_data_dir
     from trt.runtime.onnxruntime_session import physical_cores
@@ -376,6 +451,15 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
 
     if not records:
         raise UserError("no run could be evaluated: " + "; ".join(notes))
+    for extractor in dict.fromkeys(extractors) if anchor else ():
+        if extractor == "sift" or get_network(extractor).feature not in ("aliked", "disk"):
+            continue  # kornia has no SuperPoint; SIFT's anchor is the test_parity suite
+        if trained_weights(get_extractor(extractor))[0] is None:
+            notes.append(f"{extractor}-kornia-anchor skipped: no trained {extractor} LightGlue file")
+            continue
+        started = time.perf_counter()
+        records.append(evaluate_anchor(extractor, datasets, preset, data_dir))
+        print(f"{records[-1]['run']}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     gates = bf16_gates(results, datasets, preset, models_dir)
     pictures = results[next(run for run in runs if run in results)][1]
     picture_paths = {}

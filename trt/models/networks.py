@@ -11,7 +11,7 @@ from torch import nn
 
 from trt.errors import WeightsError
 from trt.extractors import NETWORKS, ExtractorNetwork
-from trt.fileio import sha256_file
+from trt.official_weights import cached_sha256
 from trt.models.weights import WeightsSource, load_state_dict_strict, read_checkpoint, resolve_weights, verify_official
 
 WEIGHTS_HINT = "pass --extractor-weights FILE, or use --extractor-random-weights SEED for a test export (not trained)"
@@ -86,7 +86,7 @@ def official_layout(network: ExtractorNetwork, state_dict: dict) -> dict:
 
 def load_network_checkpoint(module: nn.Module, network: ExtractorNetwork, path: Path) -> WeightsSource:
     """Load ``path`` strictly into ``module``; the official file of another network is an error naming it."""
-    digest = sha256_file(path)
+    digest = cached_sha256(path)
     for other in NETWORKS.values():
         if other.weights_sha256 == digest and other.name != network.name:
             raise WeightsError(f"{path} is the official {other.name} checkpoint, not {network.name}'s: "

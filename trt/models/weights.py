@@ -1,4 +1,5 @@
-"""Matcher weights: official files (downloaded and verified), seeded random ones, and strict loading.
+"""Matcher weights: official files (found offline or downloaded, accepted by sha256: trt.official_weights),
+seeded random ones, and strict loading.
 
 The loading, verification and download helpers also serve the extractor networks
 (``trt/models/networks.py``): they take anything with the ``weights_*`` fields of ``Extractor``.
@@ -8,7 +9,6 @@ and nothing else may be (only the derived ``confidence_thresholds`` buffer may b
 another layout is an error listing the keys, never a silently half-random model.
 """
 
-import os
 import re
 import sys
 import urllib.error
@@ -22,6 +22,7 @@ import torch
 from trt.errors import WeightsError
 from trt.extractors import Extractor
 from trt.fileio import atomic_path, check_regular_file, sha256_file
+from trt.official_weights import FoundWeights, cached_sha256, find_official
 
 # Checkpoints of v0.1 name the transformer blocks ``self_attn.{i}`` / ``cross_attn.{i}``.
 RENAMES = [
@@ -29,6 +30,10 @@ RENAMES = [
     (re.compile(r"^cross_attn\.(\d+)\."), r"transformers.\1.cross_attn."),
 ]
 OPTIONAL_KEYS = {"confidence_thresholds"}
+# The official disk_lightglue.pth carries a scalar ``log_assignment.N.r`` per layer that no LightGlue reads (cvg
+# and kornia load with strict=False): a temperature left at 1. Dropped when it is 1, so it cannot change anything;
+# any other value is an unexpected key like any other.
+UNUSED_UNIT_SCALARS = re.compile(r"^log_assignment\.\d+\.r$")
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -49,10 +54,16 @@ def rename_keys(state_dict: dict) -> dict:
     return renamed
 
 
+def current_layout(state_dict: dict) -> dict:
+    """A checkpoint's state dict with today's key names, its unused unit scalars dropped."""
+    return {key: value for key, value in rename_keys(state_dict).items()
+            if not (UNUSED_UNIT_SCALARS.match(key) and value.numel() == 1 and float(value) == 1.0)}
+
+
 def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, origin: str,
                            layout: str = "a LightGlue checkpoint") -> None:
-    """Load after renaming; missing, unexpected or mis-shaped keys are one error listing them."""
-    state_dict = rename_keys(state_dict)
+    """Load after renaming (``current_layout``); missing, unexpected or mis-shaped keys are one error listing them."""
+    state_dict = current_layout(state_dict)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - OPTIONAL_KEYS)
     unexpected = sorted(set(state_dict) - set(expected))
@@ -92,7 +103,7 @@ def read_checkpoint(path: Path, key: str | None = None) -> dict:
 
 def verify_official(path: Path, extractor: Extractor) -> WeightsSource:
     """sha256 of a checkpoint; a hash other than the official one is a warning naming both."""
-    digest = sha256_file(path)
+    digest = cached_sha256(path)
     if digest == extractor.weights_sha256:
         return WeightsSource("official", f"sha256:{digest}")
     warnings.warn(
@@ -109,8 +120,8 @@ MATCHER_HINT = ("pass --weights FILE, or export test weights (not trained): --ne
 
 
 def download_official(extractor: Extractor, destination: Path, progress: bool = True, hint: str = MATCHER_HINT) -> Path:
-    """Fetch the official checkpoint with a progress bar; offline, one message with the URL, the path and
-    ``hint`` (the flags that give weights another way)."""
+    """Fetch the official checkpoint with a progress bar, kept only with its official sha256; offline, one
+    message with the URL, the path and ``hint`` (the flags that give weights another way)."""
     url = extractor.weights_url
     try:
         response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
@@ -128,18 +139,28 @@ def download_official(extractor: Extractor, destination: Path, progress: bool = 
         for chunk in iter(lambda: response.read(1 << 20), b""):
             out.write(chunk)
             bar.update(len(chunk))
+        out.close()
+        digest = sha256_file(tmp)
+        if digest != extractor.weights_sha256:  # a truncated, altered or moved file: not kept
+            raise WeightsError(f"the file downloaded from {url} has sha256 {digest}, not the official "
+                               f"{extractor.weights_sha256}: not kept. Download it again, or {hint}")
     return destination
 
 
 def resolve_weights(extractor: Extractor, weights: Path | None, weights_dir: Path = Path("weights"),
-                    hint: str = MATCHER_HINT) -> Path:
-    """The checkpoint to load: ``weights`` if given, else the official file, downloaded when absent."""
+                    hint: str = MATCHER_HINT, announce: bool = True) -> Path:
+    """The checkpoint to load: ``weights`` if given, else the official file found offline
+    (``trt.official_weights``: ``weights_dir``, the torch hub cache, a package shipping it), else downloaded
+    into ``weights_dir``. ``announce``: say on stderr where the official file came from."""
     if weights is not None:
         return check_regular_file(weights, "weights file", WeightsError)
-    path = weights_dir / extractor.weights_filename
-    if not os.path.lexists(path):
-        download_official(extractor, path, hint=hint)
-    return check_regular_file(path, "weights file", WeightsError)
+    found = find_official(extractor, weights_dir)
+    if found is None:
+        found = FoundWeights(download_official(extractor, Path(weights_dir) / extractor.weights_filename, hint=hint),
+                             "a download")
+    if announce:
+        print(f"weights: {found.describe()}", file=sys.stderr)
+    return check_regular_file(found.path, "weights file", WeightsError)
 
 
 def load_checkpoint(model: torch.nn.Module, extractor: Extractor, path: Path) -> WeightsSource:

@@ -2,7 +2,7 @@
 
 Pipeline: torch (TorchScript exporter, opset 17) → onnx.checker → symbolic shape inference →
 graph-surgeon fold/clean-up/toposort → checker → TensorRT op lint → numerical check against the torch
-module at sizes other than the trace sizes → atomic write.
+module at sizes other than the trace sizes (float64 oracle, see ``compare_outputs``) → atomic write.
 
 The TorchScript exporter is used on purpose: the dynamo exporter's opset ≥ 18 graphs defeat symbolic
 shape inference. The trace uses sizes that equal no model dimension, so none can be baked in, and the
@@ -32,14 +32,20 @@ SUPPORTED_OPSETS = (17,)
 # Trace sizes: odd, and equal to no model dimension (2, 3, 4, 64, 128, 256, 512, 768).
 TRACE_SIZES = (5, 211, 173)
 CHECK_SIZES = ((1, 97, 131), (3, 150, 61))
-# Scores are compared in the log domain: a score is exp(2·sim + a + b), a sum of terms that reach the
-# thousands with peaked (trained-like) weights, so float32 rounding moves log(score) by ~1e-3 whatever
-# the score, and an absolute tolerance on the probability refuses legitimate weights. 1e-2 in log(score)
-# is a 1 % relative tolerance; any real mistranslation moves scores by far more, and matches stay strict.
-LOG_SCORE_ATOL = 1e-2
-# Below float32's normal range a score carries no relative precision (and may flush to 0): compared as equal.
+# The self-check's oracle is the torch module in float64. Float32 arithmetic, torch's or a runtime's, lands
+# within rounding of it, and how far depends on the weights (peaked, trained-like weights put scores at exp of
+# sums in the thousands, so float32 moves log(score) by ~1e-3). So the graph is judged against the float32
+# torch module's own error on the same inputs: refused only when its error is NOISE_FACTOR times that or more.
+NOISE_FACTOR = 4.0
+# Errors below these are float32 rounding whatever the float32 module's own happen to be (it may be 0 on a row).
+LOG_SCORE_NOISE_FLOOR = 1e-4  # |Δ log score|
+MAX_MATCH_DISAGREEMENT = 1e-3  # share of rows: near-ties of the arg-max may flip this many
+# Scores are compared in the log domain (a relative error). Below float32's normal range a score carries no
+# relative precision (and may flush to 0): compared as equal.
 SCORE_FLOOR = float(np.finfo(np.float32).tiny)
-MAX_MATCH_DISAGREEMENT = 1e-3  # near-ties of the arg-max may flip this share of rows
+# Parity against an independent float32 implementation (kornia's LightGlue, tests/test_parity.py): 1e-2 in
+# log(score), a 1 % relative tolerance; any real mistranslation moves scores by far more, and matches stay strict.
+LOG_SCORE_ATOL = 1e-2
 METADATA_PREFIX = "lightglue."
 
 
@@ -99,9 +105,15 @@ def example_inputs(extractor: Extractor, batch: int, n0: int, n1: int, seed: int
     return {name: feeds[name] for name in names}
 
 
-def torch_outputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torch_outputs(model, feeds: dict[str, np.ndarray], float64: bool = False) -> dict[str, np.ndarray]:
+    """The torch module's outputs; ``float64``: a float64 copy of it on float64 inputs (the self-check's oracle)."""
+    import copy
+
     import torch
 
+    if float64:
+        model = copy.deepcopy(model).double()
+        feeds = {name: value.astype(np.float64) if value.dtype == np.float32 else value for name, value in feeds.items()}
     with torch.no_grad():
         outputs = model(*(torch.from_numpy(value) for value in feeds.values()))
     return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
@@ -125,35 +137,55 @@ def onnx_outputs(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dic
     return run_onnx(model, [feeds])[0]
 
 
-def compare_outputs(expected: dict, actual: dict, where: str) -> None:
-    """Matches equal up to near-ties, scores within ``LOG_SCORE_ATOL`` in the log domain, or a ContractError.
+@dataclass(frozen=True)
+class Deviation:
+    """How far one side's outputs are from the float64 oracle's."""
 
-    A row disagrees when its match differs or only one side calls it mutual (score 0 against > 0); at
-    most ``MAX_MATCH_DISAGREEMENT`` of the rows may. Scores are compared on the rows that agree.
+    rows: float  # share of rows whose match differs, or that only one of the two calls mutual
+    rms_log_score: float  # of |Δ log score| over the matched rows that agree
+    worst_log_score: float
+
+
+def deviation(oracle: dict, actual: dict, side: str) -> Deviation:
+    matches, oracle_matches = actual[f"matches{side}"], oracle[f"matches{side}"]
+    scores, oracle_scores = actual[f"mscores{side}"], oracle[f"mscores{side}"]
+    differ = (matches != oracle_matches) | ((scores > 0) != (oracle_scores > 0))
+    compared = ~differ & (oracle_scores > 0)
+    log_delta = np.abs(np.log(np.maximum(scores[compared].astype(np.float64), SCORE_FLOOR))
+                       - np.log(np.maximum(oracle_scores[compared].astype(np.float64), SCORE_FLOOR)))
+    if not log_delta.size:
+        return Deviation(float(np.mean(differ)), 0.0, 0.0)
+    return Deviation(float(np.mean(differ)), float(np.sqrt(np.mean(log_delta**2))), float(log_delta.max()))
+
+
+def compare_outputs(oracle: dict, reference: dict, actual: dict, where: str) -> None:
+    """``actual`` (the graph's outputs) against the float64 ``oracle``, judged by the float32 torch module's own
+    error (``reference``) on the same inputs; a ContractError printing both when it is well beyond it.
+
+    Allowed: ``NOISE_FACTOR`` times the float32 module's share of differing rows (at least
+    ``MAX_MATCH_DISAGREEMENT``), and as many times its RMS and worst |Δ log score| on the rows that agree
+    (at least ``LOG_SCORE_NOISE_FLOOR``).
     """
-    for name, reference in expected.items():
+    for name, expected in reference.items():
         value = actual[name]
-        if value.shape != reference.shape or value.dtype != reference.dtype:
+        if value.shape != expected.shape or value.dtype != expected.dtype:
             raise ContractError(f"{where}: {name} is {value.dtype}{list(value.shape)}, "
-                                f"expected {reference.dtype}{list(reference.shape)}")
+                                f"expected {expected.dtype}{list(expected.shape)}")
     for side in ("0", "1"):
-        if f"matches{side}" not in expected:
+        if f"matches{side}" not in reference:
             continue
-        matches, reference_matches = actual[f"matches{side}"], expected[f"matches{side}"]
-        scores, reference_scores = actual[f"mscores{side}"], expected[f"mscores{side}"]
-        differ = (matches != reference_matches) | ((scores > 0) != (reference_scores > 0))
-        disagreement = float(np.mean(differ))
-        if disagreement > MAX_MATCH_DISAGREEMENT:
-            raise ContractError(f"{where}: matches{side} differs from the torch module on {disagreement:.2%} of rows")
-        compared = ~differ & (reference_scores > 0)
-        if not compared.any():
-            continue
-        log_delta = np.abs(np.log(np.maximum(scores[compared], SCORE_FLOOR))
-                           - np.log(np.maximum(reference_scores[compared], SCORE_FLOOR)))
-        worst = float(log_delta.max())
-        if worst > LOG_SCORE_ATOL:
-            raise ContractError(f"{where}: mscores{side} differs from the torch module by up to {np.expm1(worst):.2%} "
-                                f"(|Δ log score| {worst:.3g}, tolerance {LOG_SCORE_ATOL:g})")
+        own, ours = deviation(oracle, reference, side), deviation(oracle, actual, side)
+        allowed_rows = max(MAX_MATCH_DISAGREEMENT, NOISE_FACTOR * own.rows)
+        if ours.rows > allowed_rows:
+            raise ContractError(f"{where}: matches{side} differs from the float64 torch module on {ours.rows:.2%} of "
+                                f"rows (the float32 torch module on {own.rows:.2%}; allowed {allowed_rows:.2%})")
+        for label, error, own_error in (("RMS", ours.rms_log_score, own.rms_log_score),
+                                        ("worst", ours.worst_log_score, own.worst_log_score)):
+            allowed = max(LOG_SCORE_NOISE_FLOOR, NOISE_FACTOR * own_error)
+            if error > allowed:
+                raise ContractError(
+                    f"{where}: mscores{side} is off the float64 torch module by {label} |Δ log score| {error:.3g} "
+                    f"(the float32 torch module by {own_error:.3g}; allowed {allowed:.3g}, {NOISE_FACTOR:g}× that)")
 
 
 def _dynamic_axes(extractor: Extractor) -> dict:
@@ -290,8 +322,8 @@ def export_matcher(
     check_sizes = () if not verify else CHECK_SIZES if dynamic else ((batch_size, num_keypoints, num_keypoints),)
     for batch, n0, n1 in check_sizes:
         feeds = example_inputs(spec, batch, n0, n1, seed=batch + n0)
-        compare_outputs(torch_outputs(model, feeds), onnx_outputs(graph_bytes, feeds),
-                        f"exported graph at B={batch}, N0={n0}, N1={n1}")
+        compare_outputs(torch_outputs(model, feeds, float64=True), torch_outputs(model, feeds),
+                        onnx_outputs(graph_bytes, feeds), f"exported graph at B={batch}, N0={n0}, N1={n1}")
     if then is not None:
         then(model, spec, read_metadata(graph))
 

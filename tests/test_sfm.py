@@ -26,7 +26,7 @@ def test_make_sfm_registers_every_sacre_coeur_photo(sift_nn_onnx, data_dir, tmp_
     profiles.write_text(profile_toml(("n4096", 1, 4096, 4096), batch=(1, 1, 4)))
     out = tmp_path / "sfm"
     images = data_dir / "images" / "sacre_coeur" / "mapping"
-    done = make("sfm", f"IMAGES={images}", f"OUT={out}", "WEIGHTS=nn", f"ONNX={sift_nn_onnx}",
+    done = make("sfm", f"IMAGES={images}", f"OUT={out}", "EXTRACTOR=sift", "WEIGHTS=nn", f"ONNX={sift_nn_onnx}",
                 f"ENGINE={tmp_path / 'sift-nn.engine'}", f"PROFILES={profiles}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout[done.stdout.index("LightGlue (this engine)"):]

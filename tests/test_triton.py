@@ -10,11 +10,14 @@ import json
 
 import numpy as np
 import pytest
+import cv2
+from test_learned_serving import GRAFFITI, needs_rtx, small_engines  # noqa: F401 - fixture
 from test_pairs_jobs import photos  # noqa: F401 - fixture
 from test_trt_infer import sift_nn_engine  # noqa: F401 - fixture
 
 from trt.engine.manifest import load_manifest
 from trt.errors import UserError
+from trt.features.image import decode_image
 from trt.runtime.matcher import Matcher
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -164,6 +167,37 @@ def test_the_ensemble_gives_the_matches_of_the_matcher(repository, sift_nn_engin
     assert isinstance(together[1], UserError) and "image 1: 64-D descriptors" in str(together[1])
     for answer in (together[0], together[2]):
         np.testing.assert_array_equal(answer["matches"], expected.matches)
+
+
+@needs_rtx
+@pytest.mark.slow
+def test_a_learned_extractor_runs_in_the_front_end(small_engines, data_dir, tmp_path):  # noqa: F811
+    """ALIKED: the front-end's engine calls go to the extractor's plan model, the matcher step's to the
+    matcher's; ONNX Runtime answers both, and the ensemble's matches equal the Matcher's."""
+    folder = tmp_path / "repo"
+    triton.write_repository(small_engines, folder, threshold=0.0, resize=None)
+    features = {t.name for t in configs(folder)["lightglue_features"].output}
+    assert "scales0" not in features and "descriptors0" in features  # ALIKED gives no scales or orientations
+    images = [cv2.imencode(".png", cv2.imread(str(data_dir / GRAFFITI / f"{i}.ppm"))[:256, :320])[1].tobytes()
+              for i in (1, 2)]
+    with Matcher.from_engine(small_engines, backend="onnxruntime", threshold=0.0, resize=None) as matcher:
+        expected = matcher.match(*(decode_image(image) for image in images))
+        called = []
+
+        def call(model, feeds, names):
+            called.append(model)
+            runner = matcher.extractor_runner if model.startswith("lightglue_extractor") else matcher.runner
+            outputs = runner.infer(feeds)
+            return {name: outputs[name] for name in names}
+
+        models = {name: model_class(folder / name / "1" / triton.SETTINGS_FILE, call) for name, model_class in
+                  (("lightglue_features", triton.FeaturesModel), ("lightglue_match", triton.MatchModel))}
+        answer = run_ensemble(folder, models, {f"image{side}": np.array([image], dtype=object)
+                                               for side, image in enumerate(images)})
+    assert {model.rsplit("_", 1)[0] for model in called} == {"lightglue_extractor", "lightglue_matcher"}
+    assert len(expected.matches) > 0
+    np.testing.assert_array_equal(answer["matches"], expected.matches)
+    np.testing.assert_array_equal(answer["keypoints0"], expected.keypoints0)
 
 
 def test_an_engine_without_a_manifest_is_refused(tmp_path):

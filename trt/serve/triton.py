@@ -203,8 +203,8 @@ def write_repository(engine: Path, output: Path, threshold: float = DEFAULT_THRE
                      max_keypoints: Optional[int] = None, resize: Optional[int] = DEFAULT_RESIZE,
                      max_batch_size: int = 8) -> list[Path]:
     """Write the model repository of ``engine`` (and the extractor engine its manifest names) into
-    ``output``; return the config files written. ``threshold``, ``max_keypoints``, ``resize``: the
-    front-end's settings, as ``Matcher``'s."""
+    ``output``; return the config files written. ``threshold``, ``max_keypoints``, ``resize``: the Python
+    models' settings, as ``Matcher``'s."""
     from google.protobuf import text_format
 
     engine = check_input_file(engine, "the engine")

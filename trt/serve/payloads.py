@@ -131,7 +131,7 @@ def match_request_from_form(fields: dict[str, tuple[Optional[str], bytes]]) -> M
     return MatchRequest(images, names, settings)
 
 
-def _features(record, name: str) -> Features:
+def features_from_record(record, name: str) -> Features:
     """Features from a {field: array-like} record; the values themselves are checked by ``check_features``."""
     if not isinstance(record, dict):
         raise UserError(f"{name} must be an object with {', '.join(REQUIRED_FEATURE_FIELDS)}, not {type(record).__name__}")
@@ -159,7 +159,8 @@ def features_request_from_json(body: bytes) -> MatchRequest:
         raise UserError(f"missing field(s) {', '.join(missing)}")
     threshold = document.get("threshold")
     settings = Settings(threshold=None if threshold is None else check_threshold(threshold))
-    return MatchRequest((_features(document["features0"], "features0"), _features(document["features1"], "features1")),
+    return MatchRequest((features_from_record(document["features0"], "features0"),
+                         features_from_record(document["features1"], "features1")),
                         ("", ""), settings)
 
 
@@ -174,8 +175,8 @@ def features_request_from_npz(body: bytes) -> MatchRequest:
     if unknown:
         raise UserError(f"unknown array(s) {', '.join(unknown)}: the npz holds keypoints0, descriptors0, image_size0, "
                         "... keypoints1, ... and optionally threshold")
-    sides = [_features({key: arrays[f"{key}{side}"] for key in FEATURE_FIELDS if f"{key}{side}" in arrays},
-                       f"features{side}") for side in "01"]
+    sides = [features_from_record({key: arrays[f"{key}{side}"] for key in FEATURE_FIELDS if f"{key}{side}" in arrays},
+                                  f"features{side}") for side in "01"]
     threshold = arrays.get("threshold")
     if threshold is not None:
         if threshold.shape != () or threshold.dtype.kind not in "iuf":

@@ -1,25 +1,33 @@
 """A Triton Inference Server model repository for an engine: ``make triton ENGINE=X.engine OUT=repo/``.
 
     repo/
+      lightglue/                     config.pbtxt                  ensemble: image pair -> lightglue_features
+                                                                    -> lightglue_match -> matches
+      lightglue_features/            config.pbtxt, 1/model.py, 1/settings.json
+                                     Python backend: image pair (+ threshold) -> both images' features
+                                     (SIFT on the host, or the extractor engine through BLS)
+      lightglue_match/               config.pbtxt, 1/model.py, 1/settings.json
+                                     Python backend: both images' features -> matches, scores and the record
+                                     trt_infer.py writes; its engine calls go to the profile's plan model
       lightglue_matcher_<profile>/   config.pbtxt, 1/model.plan   tensorrt_plan, one instance group pinned to
                                                                     that optimization profile (profile: ["k"])
       lightglue_extractor_<profile>/ (learned extractors)          the extractor engine, likewise
-      lightglue/                     config.pbtxt, 1/model.py, 1/frontend.json
-                                     Python backend: image pair -> matches, the record trt_infer.py writes
 
 Why one plan model per profile, not one model with an instance group per profile: Triton's scheduler hands a
 request to any instance of a model without looking at its shapes, and an instance pinned to profile k can
-run only k's shapes; so each profile is a model of its own (the same plan, one instance group with
-``profile: ["k"]``), and the front-end, which knows the shapes, calls the one that holds the request. The
-front-end is a ``Matcher`` (the project's, unchanged: extraction, top-K, batching by profile, padding,
-results) whose runners are ``TritonRunner``: each engine call is a Triton business-logic (BLS) request to
-the profile's model. The front-end needs this project installed in the Triton container
-(``pip install lightglue-trt``); the plan models need nothing of it.
+run only k's shapes; an ensemble step names a fixed model, so it cannot pick a profile either. So each
+profile is a model of its own (the same plan, one instance group with ``profile: ["k"]``), and the matcher
+step, which knows the shapes, calls the one that holds the request. Both Python models are the project's
+``Matcher`` (unchanged: extraction, top-K, batching by profile, padding, results) whose runners are
+``TritonRunner``: each engine call is a Triton business-logic (BLS) request to the profile's model. The
+Python models need this project installed in the Triton container (``pip install lightglue-trt``); the plan
+models need nothing of it.
 
 What cannot run here: Triton's TensorRT backend needs NVIDIA's container and a GPU, and loads only engines
 built by full TensorRT of its own version (``make engine`` on that machine, with ``tensorrt`` installed),
-never tensorrt-rtx engines. Tests check the repository's configs against the engine's manifest with
-``tritonclient``'s ``model_config_pb2`` and run the front-end here with its engine calls on OpenVINO.
+never tensorrt-rtx engines. Tests check the repository's configs against the engine's manifest and the
+ensemble's wiring against its steps' configs with ``tritonclient``'s ``model_config_pb2``, and run the two
+Python models as the ensemble chains them, here, with their engine calls on OpenVINO.
 """
 
 import json
@@ -33,33 +41,42 @@ import numpy as np
 from trt.contract import DEFAULT_THRESHOLD
 from trt.engine.manifest import Manifest, load_manifest
 from trt.errors import UserError
+from trt.features.base import Features
 from trt.fileio import write_text_atomic
 from trt.runtime.base import Runner, contract_from_manifest
 from trt.runtime.matcher import DEFAULT_RESIZE, Matcher, engine_summary, linked_extractor_engine
 from trt.runtime.outputs import encode_json, result_record
 from trt.runtime.tensorrt_session import profiles_from_manifest
-from trt.validation import check_input_file, check_matcher_manifest
+from trt.serve.payloads import FEATURE_FIELDS, features_from_record
+from trt.validation import check_input_file, check_matcher_manifest, check_threshold
 
-FRONT_END = "lightglue"
+ENSEMBLE = "lightglue"
+FEATURES_MODEL = "lightglue_features"
+MATCH_MODEL = "lightglue_match"
 MATCHER_PREFIX = "lightglue_matcher"
 EXTRACTOR_PREFIX = "lightglue_extractor"
-SETTINGS_FILE = "frontend.json"
+SETTINGS_FILE = "settings.json"
 # numpy dtype -> Triton data type
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-                "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL", "bytes": "TYPE_STRING"}
-# The front-end's tensors: (name, dtype, dims); dims -1 where the size varies.
-FRONT_END_INPUTS = (("image0", "bytes", [1]), ("image1", "bytes", [1]), ("threshold", "float32", [1]))
-FRONT_END_OUTPUTS = (("keypoints0", "float32", [-1, 2]), ("keypoints1", "float32", [-1, 2]),
-                     ("matches", "int64", [-1, 2]), ("scores", "float32", [-1]), ("record", "bytes", [1]))
+TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "float16": "TYPE_FP16", "int32": "TYPE_INT32",
+                "int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL", "bytes": "TYPE_STRING"}
+# The ensemble's tensors, per request (Triton's batch axis not counted): (name, dtype, dims), -1 where the
+# size varies; the threshold is optional (the repository's default when absent).
+THRESHOLD = ("threshold", "float64", [1])  # float64: a threshold such as 0.1 reaches the record as sent
+PAIR_INPUTS = (("image0", "bytes", [1]), ("image1", "bytes", [1]), THRESHOLD)
+MATCH_OUTPUTS = (("keypoints0", "float32", [-1, 2]), ("keypoints1", "float32", [-1, 2]),
+                 ("matches", "int64", [-1, 2]), ("scores", "float32", [-1]), ("record", "bytes", [1]))
+OPTIONAL_INPUTS = {"threshold"}
+EXTRACTED = "extracted_"  # the ensemble's name for a tensor between its steps: this + the models' name
 
-MODEL_PY = '''"""Triton Python backend: image pair -> matches (written by trt/serve/triton.py; see its docstring)."""
+MODEL_PY = '''"""Triton Python backend: {summary} (written by trt/serve/triton.py; see its docstring)."""
 
 from pathlib import Path
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trt.errors import UserError
-from trt.serve.triton import FrontEnd
+from trt.serve.triton import {model_class}
 
 
 def call_model(model_name, feeds, output_names):
@@ -69,28 +86,26 @@ def call_model(model_name, feeds, output_names):
     response = request.exec()
     if response.has_error():
         raise pb_utils.TritonModelException(response.error().message())
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}
+    return {{name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}}
 
 
 class TritonPythonModel:
     def initialize(self, args):
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.front_end = FrontEnd(folder / "frontend.json", call_model)
+        self.model = {model_class}(folder / "{settings_file}", call_model)
 
     def execute(self, requests):
-        pairs = []
-        for request in requests:
-            threshold = pb_utils.get_input_tensor_by_name(request, "threshold")
-            pairs.append((pb_utils.get_input_tensor_by_name(request, "image0").as_numpy().reshape(-1)[0],
-                          pb_utils.get_input_tensor_by_name(request, "image1").as_numpy().reshape(-1)[0],
-                          None if threshold is None else float(threshold.as_numpy().reshape(-1)[0])))
+        inputs = []
+        for request in requests:  # each tensor without the batch axis (of 1) Triton's batching adds
+            tensors = {{name: pb_utils.get_input_tensor_by_name(request, name) for name in self.model.input_names}}
+            inputs.append({{name: tensor.as_numpy()[0] for name, tensor in tensors.items() if tensor is not None}})
         responses = []
-        for answer in self.front_end.answer(pairs):
+        for answer in self.model.answer(inputs):
             if isinstance(answer, UserError):
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(answer))))
             else:
                 responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(name, value) for name, value in answer.items()]))
+                    output_tensors=[pb_utils.Tensor(name, np.asarray(value)[None]) for name, value in answer.items()]))
         return responses
 '''
 
@@ -120,18 +135,52 @@ def plan_model_config(name: str, manifest: Manifest, profile_index: int):
     return config
 
 
-def front_end_config(max_batch_size: int = 8):
-    """The Python front-end's config: a pair of encoded images (and an optional threshold) in, matches out;
-    Triton's dynamic batcher hands it the requests that wait together, which the Matcher batches by profile."""
-    pb = _model_config()
-    config = pb.ModelConfig(name=FRONT_END, backend="python", max_batch_size=max_batch_size)
-    for tensor, dtype, dims in FRONT_END_INPUTS:
+def feature_tensors(manifest: Manifest) -> tuple:
+    """Both images' features as the front-end gives them and the matcher step takes them: (name, dtype, dims)
+    per tensor, the fields of ``Features`` (``trt.serve.payloads``) with the image's side appended; scales and
+    orientations only where the matcher reads them."""
+    contract = contract_from_manifest(manifest, "the engine")
+    dims = {"keypoints": [-1, 2], "descriptors": [-1, contract.descriptor_dim], "image_size": [2],
+            "scores": [-1], "scales": [-1], "oris": [-1]}
+    fields = [field for field in FEATURE_FIELDS if contract.scale_ori or field not in ("scales", "oris")]
+    return tuple((f"{field}{side}", "float32", dims[field]) for side in "01" for field in fields)
+
+
+def _add_tensors(pb, config, inputs, outputs) -> None:
+    for tensor, dtype, dims in inputs:
         config.input.add(name=tensor, data_type=pb.DataType.Value(TRITON_TYPES[dtype]), dims=dims,
-                         optional=tensor == "threshold")
-    for tensor, dtype, dims in FRONT_END_OUTPUTS:
+                         optional=tensor in OPTIONAL_INPUTS)
+    for tensor, dtype, dims in outputs:
         config.output.add(name=tensor, data_type=pb.DataType.Value(TRITON_TYPES[dtype]), dims=dims)
+
+
+def python_model_config(name: str, inputs, outputs, max_batch_size: int):
+    """A Python-backend model's config; Triton's dynamic batcher hands it the requests that wait together,
+    which its Matcher batches by profile."""
+    pb = _model_config()
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    _add_tensors(pb, config, inputs, outputs)
     config.dynamic_batching.max_queue_delay_microseconds = 5000
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
+    return config
+
+
+def ensemble_config(features, max_batch_size: int):
+    """The ensemble ``lightglue``: image pair (and optional threshold) -> the front-end -> the matcher step ->
+    matches."""
+    pb = _model_config()
+    config = pb.ModelConfig(name=ENSEMBLE, platform="ensemble", max_batch_size=max_batch_size)
+    _add_tensors(pb, config, PAIR_INPUTS, MATCH_OUTPUTS)
+    # A tensor of the ensemble has one producer: the features between the steps are named apart from the
+    # matcher step's keypoints0/1, and the threshold the front-end resolved (the request's, else the
+    # default) apart from the ensemble's optional input.
+    between = {name: f"{EXTRACTED}{name}" for name, _, _ in features} | {"threshold": f"{EXTRACTED}threshold"}
+    steps = ((FEATURES_MODEL, {name: name for name, _, _ in PAIR_INPUTS}, between),
+             (MATCH_MODEL, between, {name: name for name, _, _ in MATCH_OUTPUTS}))
+    for model, input_map, output_map in steps:  # maps: the model's tensor name -> the ensemble's
+        step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        step.input_map.update(input_map)
+        step.output_map.update(output_map)
     return config
 
 
@@ -154,8 +203,8 @@ def write_repository(engine: Path, output: Path, threshold: float = DEFAULT_THRE
                      max_keypoints: Optional[int] = None, resize: Optional[int] = DEFAULT_RESIZE,
                      max_batch_size: int = 8) -> list[Path]:
     """Write the model repository of ``engine`` (and the extractor engine its manifest names) into
-    ``output``; return the config files written. ``threshold``, ``max_keypoints``, ``resize``: the
-    front-end's settings, as ``Matcher``'s."""
+    ``output``; return the config files written. ``threshold``, ``max_keypoints``, ``resize``: the Python
+    models' settings, as ``Matcher``'s."""
     from google.protobuf import text_format
 
     engine = check_input_file(engine, "the engine")
@@ -179,16 +228,26 @@ def write_repository(engine: Path, output: Path, threshold: float = DEFAULT_THRE
         role = "matcher" if prefix == MATCHER_PREFIX else "extractor"
         settings[role] = {"models": names, "manifest": json.loads(plan_manifest.to_json()),
                           "summary": engine_summary(plan, plan_manifest, None)}
-    folder = output / FRONT_END / "1"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
-    write_text_atomic(folder / "model.py", MODEL_PY)
-    written.append(write_text_atomic(output / FRONT_END / "config.pbtxt",
-                                     text_format.MessageToString(front_end_config(max_batch_size))))
+    features = feature_tensors(manifest)
+    python_models = ((FEATURES_MODEL, "FeaturesModel", "image pair -> both images' features", PAIR_INPUTS,
+                      features + (THRESHOLD,)),
+                     (MATCH_MODEL, "MatchModel", "both images' features -> matches", features + (THRESHOLD,),
+                      MATCH_OUTPUTS))
+    for name, model_class, summary, inputs, outputs in python_models:
+        folder = output / name / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+        write_text_atomic(folder / "model.py", MODEL_PY.format(summary=summary, model_class=model_class,
+                                                               settings_file=SETTINGS_FILE))
+        config = python_model_config(name, inputs, outputs, max_batch_size)
+        written.append(write_text_atomic(output / name / "config.pbtxt", text_format.MessageToString(config)))
+    (output / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version folder, empty here
+    written.append(write_text_atomic(output / ENSEMBLE / "config.pbtxt",
+                                     text_format.MessageToString(ensemble_config(features, max_batch_size))))
     return written
 
 
-# -- the front-end, inside Triton --------------------------------------------------------------------------
+# -- the Python models, inside Triton -----------------------------------------------------------------------
 
 
 class TritonRunner(Runner):
@@ -218,16 +277,18 @@ class TritonRunner(Runner):
         return {"triton_models": self.models}
 
 
-class FrontEnd:
-    """The Python model's work: a ``Matcher`` on ``TritonRunner``s, from the settings ``write_repository``
-    wrote. ``answer(pairs)`` takes (image0 bytes, image1 bytes, threshold or None) per request."""
+class _PythonModel:
+    """What the two Python models share: the settings ``write_repository`` wrote, and a ``Matcher`` per
+    threshold on ``TritonRunner``s (the extractor's only where ``extractor`` is true). ``answer(requests)``
+    takes each request's tensors by name (without Triton's batch axis) and gives, per request, its output
+    tensors or the UserError that refuses it (a bad image, features, threshold, ...)."""
 
-    def __init__(self, settings_path: Path, call: Callable[[str, dict, list], dict]):
-        settings = json.loads(Path(settings_path).read_text())
-        self.settings = settings
-        self.call = call
+    def __init__(self, settings_path: Path, call: Callable[[str, dict, list], dict], extractor: bool):
+        self.settings = json.loads(Path(settings_path).read_text())
+        self.call, self.extractor = call, extractor
+        self.features = feature_tensors(Manifest.from_dict(self.settings["matcher"]["manifest"]))
         self.matchers: dict[float, Matcher] = {}
-        self.matcher_for(settings["threshold"])
+        self.matcher_for(self.settings["threshold"])
 
     def _runner(self, role: str) -> Optional[Runner]:
         if role not in self.settings:
@@ -241,32 +302,94 @@ class FrontEnd:
             self.matchers[threshold] = Matcher(
                 self._runner("matcher"), threshold, self.settings["max_keypoints"],
                 summary=self.settings["matcher"]["summary"], extractor_name=manifest.get("extractor"),
-                resize=self.settings["resize"], extractor_runner=self._runner("extractor"))
+                resize=self.settings["resize"], extractor_runner=self._runner("extractor") if self.extractor else None)
         return self.matchers[threshold]
 
-    def answer(self, pairs: list[tuple[bytes, bytes, Optional[float]]]) -> list:
-        """Per request: its output tensors, or the UserError that refuses it (a bad image, threshold, ...)."""
+    def threshold(self, request: dict) -> float:
+        value = request.get("threshold")
+        return self.settings["threshold"] if value is None else check_threshold(float(value[0]))
+
+
+class FeaturesModel(_PythonModel):
+    """``lightglue_features``: image pair -> both images' features (``feature_tensors``) and the threshold,
+    through the Matcher's front-end (SIFT on the host, or the extractor engine's plan models); the matcher's
+    plan models are never called here."""
+
+    input_names = [name for name, _, _ in PAIR_INPUTS]
+
+    def __init__(self, settings_path: Path, call: Callable[[str, dict, list], dict]):
+        super().__init__(settings_path, call, extractor=True)
+
+    def answer(self, requests: list[dict]) -> list:
         from trt.features.image import decode_image
 
-        answers: list = [None] * len(pairs)
-        groups: dict[float, list[tuple[int, tuple]]] = {}
-        for index, (image0, image1, threshold) in enumerate(pairs):
+        answers: list = [None] * len(requests)
+        staged = []
+        for index, request in enumerate(requests):
             try:
-                matcher = self.matcher_for(self.settings["threshold"] if threshold is None else threshold)
-                images = (decode_image(bytes(image0), "image0"), decode_image(bytes(image1), "image1"))
+                threshold = self.threshold(request)
+                pair = [decode_image(bytes(request[f"image{side}"][0]), f"image{side}") for side in "01"]
             except UserError as error:
                 answers[index] = error
                 continue
-            groups.setdefault(matcher.threshold, []).append((index, images))
+            staged.append((index, threshold, pair))
+        matcher = self.matchers[self.settings["threshold"]]
+        try:  # one call for all images, which a learned extractor batches
+            extracted = matcher.extract_many([image for _, _, pair in staged for image in pair])
+        except UserError:  # one of them is at fault: each pair alone, so that only its request gets the error
+            extracted = []
+            for _, _, pair in staged:
+                try:
+                    extracted.extend(matcher.extract_many(pair))
+                except UserError as error:
+                    extracted.extend([error, error])
+        for number, (index, threshold, _) in enumerate(staged):
+            sides = extracted[2 * number: 2 * number + 2]
+            answers[index] = sides[0] if isinstance(sides[0], UserError) else self.tensors(sides, threshold)
+        return answers
+
+    def tensors(self, sides: list[Features], threshold: float) -> dict:
+        outputs = {"threshold": np.array([threshold], dtype=np.float64)}
+        for name, _, _ in self.features:
+            features = sides[int(name[-1])]
+            value = getattr(features, name[:-1])
+            if value is None:  # no scores: equal ones keep the first K, as no scores do (Features.top_k)
+                value = np.zeros(len(features))
+            outputs[name] = np.asarray(value, dtype=np.float32)
+        return outputs
+
+
+class MatchModel(_PythonModel):
+    """``lightglue_match``: both images' features (and the threshold) -> keypoints, matches, scores and the
+    JSON record trt_infer.py writes; the Matcher checks the features, keeps the top-K, batches the requests
+    by profile and pads them, and calls the plan model of the profile that holds each batch."""
+
+    def __init__(self, settings_path: Path, call: Callable[[str, dict, list], dict]):
+        super().__init__(settings_path, call, extractor=False)
+        self.input_names = [name for name, _, _ in self.features] + ["threshold"]
+
+    def answer(self, requests: list[dict]) -> list:
+        answers: list = [None] * len(requests)
+        groups: dict[float, list[tuple[int, tuple]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                matcher = self.matcher_for(self.threshold(request))
+                pair = tuple(features_from_record({field: request[f"{field}{side}"] for field in FEATURE_FIELDS
+                                                   if f"{field}{side}" in request}, f"features{side}")
+                             for side in "01")
+            except UserError as error:
+                answers[index] = error
+                continue
+            groups.setdefault(matcher.threshold, []).append((index, pair))
         for threshold, members in groups.items():
             matcher = self.matchers[threshold]
             try:
-                results = matcher.match_pairs([images for _, images in members])
+                results = matcher.match_pairs([pair for _, pair in members])
             except UserError:  # one of them is at fault: each alone, so that only it gets the error
                 results = []
-                for _, images in members:
+                for _, pair in members:
                     try:
-                        results.append(matcher.match_pairs([images])[0])
+                        results.append(matcher.match_pairs([pair])[0])
                     except UserError as error:
                         results.append(error)
             for (index, _), result in zip(members, results):
@@ -275,11 +398,9 @@ class FrontEnd:
 
     @staticmethod
     def tensors(result, threshold: float) -> dict:
-        """A request's output tensors, each with the leading batch axis (of 1) Triton's batching adds."""
         record = result_record(result, threshold=threshold)
-        outputs = {"keypoints0": result.keypoints0, "keypoints1": result.keypoints1, "matches": result.matches,
-                   "scores": result.scores, "record": np.array([encode_json(record)], dtype=object)}
-        return {name: value[None] for name, value in outputs.items()}
+        return {"keypoints0": result.keypoints0, "keypoints1": result.keypoints1, "matches": result.matches,
+                "scores": result.scores, "record": np.array([encode_json(record)], dtype=object)}
 
 
 def main(argv=None) -> None:
@@ -294,7 +415,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-keypoints", type=max_keypoints_arg)
     parser.add_argument("--resize", type=resize_arg, default=DEFAULT_RESIZE, help="0: the original size")
     parser.add_argument("--max-batch-size", type=positive_int_arg(256), default=8,
-                        help="requests Triton's dynamic batcher hands the front-end together")
+                        help="requests Triton's dynamic batcher hands each Python model together")
     args = parser.parse_args(argv)
     for path in write_repository(args.engine, args.output, args.threshold, args.max_keypoints, args.resize or None,
                                  args.max_batch_size):

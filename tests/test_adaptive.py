@@ -53,7 +53,7 @@ def aliked_trained(model_cache) -> tuple[Path, Path]:
 def aliked_pairs(aliked_extractor_onnx, data_dir) -> dict:
     """name -> (Features, Features) of ``PAIRS`` from the official ALIKED-n16 at 1024 px, ``KEYPOINTS`` keypoints."""
     from trt.features.image import read_image
-    from trt.features.learned import LearnedExtractor
+    from trt.runtime.learned_extractor import LearnedExtractor
 
     runner = OnnxRuntimeSession(aliked_extractor_onnx)
     try:

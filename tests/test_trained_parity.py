@@ -21,7 +21,7 @@ from trt.engine.backends import TensorRTRTX
 from trt.extractors import get_extractor, get_network
 from trt.features.base import pack_pairs
 from trt.features.image import read_image
-from trt.features.learned import LearnedExtractor
+from trt.runtime.learned_extractor import LearnedExtractor
 from trt.models.weights import read_checkpoint
 from trt.official_weights import find_official
 from trt.onnx.export import export_matcher

@@ -46,7 +46,7 @@ from trt.fileio import write_text_atomic
 from trt.runtime.base import Runner, contract_from_manifest
 from trt.runtime.matcher import DEFAULT_RESIZE, Matcher, engine_summary, linked_extractor_engine
 from trt.runtime.outputs import encode_json, result_record
-from trt.runtime.tensorrt_session import profiles_from_manifest
+from trt.runtime.tensorrt_engine import profiles_from_manifest
 from trt.serve.payloads import FEATURE_FIELDS, features_from_record
 from trt.validation import check_input_file, check_matcher_manifest, check_threshold
 

@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -105,8 +105,10 @@ def example_inputs(extractor: Extractor, batch: int, n0: int, n1: int, seed: int
     return {name: feeds[name] for name in names}
 
 
-def torch_outputs(model, feeds: dict[str, np.ndarray], float64: bool = False) -> dict[str, np.ndarray]:
-    """The torch module's outputs; ``float64``: a float64 copy of it on float64 inputs (the self-check's oracle)."""
+def torch_outputs(model, feeds: dict[str, np.ndarray], float64: bool = False,
+                  output_names: Sequence[str] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
+    """The torch module's outputs, named ``output_names`` (the matcher's, or a stage's); ``float64``: a float64
+    copy of it on float64 inputs (the self-check's oracle)."""
     import copy
 
     import torch
@@ -116,7 +118,7 @@ def torch_outputs(model, feeds: dict[str, np.ndarray], float64: bool = False) ->
         feeds = {name: value.astype(np.float64) if value.dtype == np.float32 else value for name, value in feeds.items()}
     with torch.no_grad():
         outputs = model(*(torch.from_numpy(value) for value in feeds.values()))
-    return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
+    return {name: value.numpy() for name, value in zip(output_names, outputs)}
 
 
 def run_onnx(model: bytes | str | Path, feeds_list: list[dict[str, np.ndarray]],

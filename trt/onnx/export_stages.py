@@ -17,7 +17,7 @@ from trt.errors import ContractError, UserError
 from trt.extractors import Extractor
 from trt.fileio import sha256_file, write_bytes_atomic
 from trt.onnx.export import (CHECK_SIZES, DEFAULT_OPSET, TRACE_SIZES, compare_outputs, example_inputs, export_matcher,
-                             finish_for_tensorrt, run_onnx, torch_to_onnx, write_metadata)
+                             finish_for_tensorrt, run_onnx, torch_outputs, torch_to_onnx, write_metadata)
 from trt.precision import SCOPES_KEY
 from trt.stages import UNTRAINED_KINDS, StageRecord, StagesManifest, stage_name
 
@@ -50,21 +50,6 @@ def _dynamic_axes(specs) -> dict:
             for spec in specs if any(d in (BATCH, KEYPOINTS0, KEYPOINTS1) for d in spec.shape)}
 
 
-def _run_torch(module, feeds: dict[str, np.ndarray], output_names: list[str],
-               float64: bool = False) -> dict[str, np.ndarray]:
-    """The stage module's outputs; ``float64``: a float64 copy of it on float64 inputs (the check's oracle)."""
-    import copy
-
-    import torch
-
-    if float64:
-        module = copy.deepcopy(module).double()
-        feeds = {name: value.astype(np.float64) if value.dtype == np.float32 else value for name, value in feeds.items()}
-    with torch.no_grad():
-        outputs = module(*(torch.from_numpy(value) for value in feeds.values()))
-    return {name: value.numpy() for name, value in zip(output_names, outputs)}
-
-
 def stage_io(extractor: Extractor, stages, batch: int, n0: int, n1: int, seed: int) -> dict[str, tuple[dict, dict]]:
     """name -> (inputs, torch outputs) of every stage for one request at full depth, each stage fed what the
     torch stages before it made."""
@@ -75,7 +60,7 @@ def stage_io(extractor: Extractor, stages, batch: int, n0: int, n1: int, seed: i
         inputs, outputs = stage_specs(kind, extractor.descriptor_dim, extractor.scale_ori)
         available = {**request, **state} if kind != "assign" else {**request, **states_after[layer]}
         feeds = {spec.name: available[spec.name] for spec in inputs}
-        produced = _run_torch(module, feeds, [spec.name for spec in outputs])
+        produced = torch_outputs(module, feeds, output_names=[spec.name for spec in outputs])
         io[name] = feeds, produced
         if kind == "encode":
             state = dict(produced)
@@ -91,7 +76,7 @@ def compare_stage(module, feeds: dict[str, np.ndarray], expected: dict[str, np.n
     outputs by ``compare_outputs`` (judged against the float64 module by the float32 module's own error), floats
     within ``STAGE_RTOL``."""
     if "matches0" in expected:
-        compare_outputs(_run_torch(module, feeds, list(expected), float64=True), expected, actual, where)
+        compare_outputs(torch_outputs(module, feeds, float64=True, output_names=list(expected)), expected, actual, where)
         return
     for name, reference in expected.items():
         value = actual[name]

@@ -53,7 +53,7 @@ def aliked_trained(model_cache) -> tuple[Path, Path]:
 def aliked_pairs(aliked_extractor_onnx, data_dir) -> dict:
     """name -> (Features, Features) of ``PAIRS`` from the official ALIKED-n16 at 1024 px, ``KEYPOINTS`` keypoints."""
     from trt.features.image import read_image
-    from trt.features.learned import LearnedExtractor
+    from trt.runtime.learned_extractor import LearnedExtractor
 
     runner = OnnxRuntimeSession(aliked_extractor_onnx)
     try:
@@ -194,15 +194,15 @@ batch = { min = 1, opt = 1, max = 4 }
 
 @pytest.fixture(scope="module")
 def aliked_trained_engine(aliked_trained, tmp_path_factory) -> Path:
-    """A tensorrt-rtx engine of the trained ALIKED matcher (one profile), whose manifest leads to the ONNX
-    and so to the stages beside it."""
+    """``build_engine.py`` on the trained ALIKED matcher (tensorrt-rtx, one profile): the engine, whose
+    manifest leads to the ONNX and so to the stages beside it, and the engines of the stages (X.engine.stages/)."""
     pytest.importorskip("tensorrt_rtx")
-    from trt.engine.builder import build_engine
+    import build_engine
 
     folder = tmp_path_factory.mktemp("aliked_engine")
     (folder / "n1024.toml").write_text(ONE_PROFILE)
-    return build_engine(aliked_trained[0], profiles=folder / "n1024.toml", output=folder / "aliked.engine",
-                        builder="tensorrt-rtx", progress=False)
+    return build_engine.main(["--onnx", str(aliked_trained[0]), "--profiles", str(folder / "n1024.toml"),
+                              "--output", str(folder / "aliked.engine"), "--builder", "tensorrt-rtx", "--no-progress"])
 
 
 def test_matcher_serves_adaptive_depth_and_records_it(aliked_trained_engine, aliked_extractor_onnx, data_dir,
@@ -211,7 +211,7 @@ def test_matcher_serves_adaptive_depth_and_records_it(aliked_trained_engine, ali
     from trt.runtime.outputs import read_matches, write_matches
 
     images = [data_dir / "images" / path for path in PAIRS["sacre-coeur-scale0.8"]]
-    options = dict(backend="onnxruntime", extractor_onnx=aliked_extractor_onnx, max_num_keypoints=KEYPOINTS)
+    options = dict(backend="onnxruntime", extractor_onnx=aliked_extractor_onnx, max_keypoints=KEYPOINTS)
     with Matcher.from_engine(aliked_trained_engine, **options) as matcher:
         adaptive = matcher.match(*images)
     assert "adaptive depth and width" in capfd.readouterr().err
@@ -238,3 +238,57 @@ def test_adaptive_without_stages_is_refused(tmp_path):
         adaptive_runner(OnnxRuntimeSession(onnx), None, None, onnx, "onnxruntime", 0.95, None, None)
     runner = OnnxRuntimeSession(onnx)
     assert adaptive_runner(runner, None, None, onnx, "onnxruntime", None, None, None) == (runner, "")
+
+
+# --- TensorRT: the engines of the stages, on the emulated runtime (tests/emulator) ---------------------------
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_tensorrt_stage_engines_equal_onnxruntime_stages(aliked_trained_engine, aliked_pairs, monkeypatch, cuda_graphs):
+    """build_engine.py built an engine per stage with the matcher's profile; served on TensorRT (its real
+    session code on the emulated runtime) they stop at the layers, prune the points and give the matches of
+    ONNX Runtime's stages. With CUDA graphs each stage replays one graph per profile (at its opt shape)."""
+    from test_tensorrt_emulated import emulated_modules
+
+    from trt.runtime.matcher import Matcher
+    from trt.stages import engine_stages_folder
+
+    folder = engine_stages_folder(aliked_trained_engine)
+    assert StagesManifest.read(folder).stages[0].file == "encode.engine"
+    pairs = [aliked_pairs[name] for name in ("graffiti-1-2", "sacre-coeur-scale0.8")]
+    with Matcher.from_engine(aliked_trained_engine, backend="onnxruntime", threshold=0.1) as matcher:
+        want = [matcher.match_features(*pair) for pair in pairs]
+    monkeypatch.setenv("TRT_EMULATOR_ENGINES", str(folder))
+    with emulated_modules():
+        from _trt_emulator import runtime
+
+        graphs_before = len(runtime.RUNTIME_GRAPHS)
+        # TensorRT prunes above 1024 points by default (cvg's CUDA crossover); here at every size, as on the CPU.
+        with Matcher.from_engine(aliked_trained_engine, backend="tensorrt", threshold=0.1, cuda_graphs=cuda_graphs,
+                                 prune_above=-1) as matcher:
+            assert isinstance(matcher.runner, StagedMatcherSession)
+            got = [matcher.match_features(*pair) for pair in pairs * 2]  # with graphs: capture, then replay
+        graphs = runtime.RUNTIME_GRAPHS[graphs_before:]
+    for result, expected in zip(got, want * 2):
+        assert (result.layers, result.pruned0, result.pruned1) == (expected.layers, expected.pruned0, expected.pruned1)
+        np.testing.assert_array_equal(result.matches, expected.matches)
+        np.testing.assert_allclose(result.scores, expected.scores, atol=1e-5)
+    assert all(r.layers < 9 and r.pruned0 + r.pruned1 > 0 for r in want)
+    if cuda_graphs:
+        stages_run = 1 + max(r.layers for r in want) + len({r.layers for r in want})  # encode, layers, assignments
+        assert len(graphs) == len({engine for engine, _ in graphs}) == stages_run  # one graph each, replayed
+    else:
+        assert not graphs
+
+
+def test_tensorrt_without_stage_engines_says_so(aliked_trained, tmp_path):
+    """An engine built without its stages' engines (FP16, or before the stages were exported) serves full depth,
+    and asking for adaptive depth there names what to do."""
+    from trt.runtime.matcher import adaptive_runner
+
+    runner = OnnxRuntimeSession(aliked_trained[0])  # stands in for the single engine's session: it is returned as is
+    engine = tmp_path / "aliked.engine"
+    assert adaptive_runner(runner, engine, None, aliked_trained[0], "tensorrt", None, None, None) == (
+        runner, "full depth (no stage engines in aliked.engine.stages: build the engine again in fp32)")
+    with pytest.raises(UserError, match="build the engine again in fp32"):
+        adaptive_runner(runner, engine, None, aliked_trained[0], "tensorrt", 0.95, None, None)

@@ -22,7 +22,7 @@ from trt.extractors import get_extractor, get_network
 from trt.evaluation.runs import cached_extractor_onnx, machine_info, official_extractor_weights, write_json
 from trt.features.base import pack_pairs
 from trt.features.image import read_image
-from trt.features.learned import LearnedExtractor
+from trt.runtime.learned_extractor import LearnedExtractor
 from trt.runtime.adaptive import FULL_DEPTH, AdaptiveSettings, StagedMatcherSession
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession, physical_cores
 from trt.runtime.openvino_session import OpenVINOSession, openvino_unavailable

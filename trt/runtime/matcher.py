@@ -54,7 +54,7 @@ from trt.runtime.tensorrt_engine import (
 )
 from trt.runtime.tensorrt_session import TensorRTSession
 from trt.stages import MANIFEST_NAME as STAGES_MANIFEST
-from trt.stages import StagesManifest, stages_folder
+from trt.stages import StagesManifest, engine_stages_folder, stages_folder
 from trt.validation import (
     check_features,
     check_matcher_manifest,
@@ -569,17 +569,25 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     else ``runner``, the single graph. Asking for adaptive depth or width where it cannot run is a UserError.
     """
     asked = any(value is not None and value != DISABLED for value in (depth_confidence, width_confidence))
-    folder = stages_folder(onnx_path) if onnx_path is not None else None
-    if folder is None or not (folder / STAGES_MANIFEST).is_file():
-        if asked:
-            raise UserError(f"adaptive depth and width need the matcher's stages in {folder or 'X.stages/ beside its ONNX'}: "
-                            "export them with export.py --stages (or pass --depth-confidence -1 --width-confidence -1)")
-        return runner, ""
+    onnx_stages = stages_folder(onnx_path) if onnx_path is not None else None
     if backend == "tensorrt":
-        if asked:
-            raise UserError("adaptive depth and width run on OpenVINO and ONNX Runtime; TensorRT serves the single "
-                            "engine at full depth: use --backend openvino or onnxruntime, or pass -1 for both")
-        return runner, "full depth (TensorRT serves the single engine)"
+        # The stage engines build_engine.py made beside the engine, from the stages beside its source ONNX.
+        folder = engine_stages_folder(engine)
+        if not (folder / STAGES_MANIFEST).is_file():
+            if asked:
+                raise UserError(f"adaptive depth and width on TensorRT need the engines of the matcher's stages in "
+                                f"{folder}: export the stages (export.py --stages) and build the engine again in fp32 "
+                                "(build_engine.py builds them), or pass --depth-confidence -1 --width-confidence -1")
+            if onnx_stages is not None and (onnx_stages / STAGES_MANIFEST).is_file():
+                return runner, f"full depth (no stage engines in {folder.name}: build the engine again in fp32)"
+            return runner, ""
+    else:
+        folder = onnx_stages
+        if folder is None or not (folder / STAGES_MANIFEST).is_file():
+            if asked:
+                raise UserError(f"adaptive depth and width need the matcher's stages in {folder or 'X.stages/ beside its ONNX'}: "
+                                "export them with export.py --stages (or pass --depth-confidence -1 --width-confidence -1)")
+            return runner, ""
     stages_manifest = StagesManifest.read(folder)
     settings, reason = resolve_settings(stages_manifest, backend, depth_confidence, width_confidence, prune_above)
     if settings.full_depth:
@@ -588,6 +596,8 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     cache_dir = openvino_cache_dir(engine or onnx_path)
 
     def open_stage(path: Path, stage_profiles: Optional[list[Profile]]) -> Runner:
+        if backend == "tensorrt":  # each stage engine has its own manifest, with the matcher's profiles
+            return TensorRTSession(path, cuda_graphs=cuda_graphs)
         return cpu_session(backend, path, stage_profiles, cache_dir, threads, precision, mode, stage=True)
 
     staged = StagedMatcherSession(folder, open_stage, settings, profiles, stages_manifest)

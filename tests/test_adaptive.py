@@ -37,16 +37,20 @@ def packaged_weights(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def aliked_trained(model_cache) -> tuple[Path, Path]:
-    """(single-graph ONNX, stages folder) of the ALIKED matcher with the official trained weights."""
+def trained_matcher(model_cache: Path, extractor: str) -> tuple[Path, Path]:
+    """(single-graph ONNX, stages folder) of the ``extractor`` matcher with the official trained weights."""
     from trt.onnx.export_stages import export_matcher_and_stages
 
-    onnx_path = model_cache / "aliked_official.onnx"
+    onnx_path = model_cache / f"{extractor}_official.onnx"
     if not onnx_path.exists():
-        export_matcher_and_stages("aliked", onnx_path, stages_folder(onnx_path),
-                                  weights=packaged_weights("aliked_lightglue.pth"))
+        export_matcher_and_stages(extractor, onnx_path, stages_folder(onnx_path),
+                                  weights=packaged_weights(f"{extractor}_lightglue.pth"))
     return onnx_path, stages_folder(onnx_path)
+
+
+@pytest.fixture(scope="session")
+def aliked_trained(model_cache) -> tuple[Path, Path]:
+    return trained_matcher(model_cache, "aliked")
 
 
 @pytest.fixture(scope="session")
@@ -89,17 +93,17 @@ def adaptive_session(aliked_trained):
         yield session
 
 
-@pytest.fixture(scope="module")
-def kornia_adaptive():
-    """kornia's adaptive LightGlue (0.95 / 0.99) with the same trained weights: ``feeds`` (one pair) → outputs."""
+def kornia_adaptive_matcher(extractor: str):
+    """kornia's adaptive LightGlue (0.95 / 0.99) with the official weights of ``extractor``'s matcher:
+    ``feeds`` (one pair) → outputs."""
     import torch
 
     from trt.evaluation.bench import kornia_inputs, kornia_reference
     from trt.extractors import get_extractor
 
-    state_dict = torch.load(packaged_weights("aliked_lightglue.pth"), map_location="cpu", weights_only=True)
+    state_dict = torch.load(packaged_weights(f"{extractor}_lightglue.pth"), map_location="cpu", weights_only=True)
     settings = AdaptiveSettings()
-    matcher = kornia_reference(get_extractor("aliked"), state_dict, threshold=0.1,
+    matcher = kornia_reference(get_extractor(extractor), state_dict, threshold=0.1,
                                depth_confidence=settings.depth_confidence, width_confidence=settings.width_confidence)
 
     def run(feeds: dict[str, np.ndarray]) -> dict:
@@ -110,6 +114,12 @@ def kornia_adaptive():
     return run
 
 
+@pytest.fixture(scope="module")
+def kornia_adaptive():
+    """kornia's adaptive LightGlue with the same trained ALIKED LightGlue weights."""
+    return kornia_adaptive_matcher("aliked")
+
+
 @pytest.mark.parametrize("pair", ["graffiti-1-2", "sacre-coeur-scale0.8"])
 def test_stop_layer_and_matches_equal_kornia(adaptive_session, kornia_adaptive, aliked_pairs, pair):
     feeds = request([aliked_pairs[pair]])
@@ -118,6 +128,37 @@ def test_stop_layer_and_matches_equal_kornia(adaptive_session, kornia_adaptive, 
     assert ours["pruned0"][0] + ours["pruned1"][0] > 0
     agreement = np.mean(ours["matches0"][0] == reference["matches0"])
     assert agreement >= MIN_AGREEMENT, f"{pair}: {agreement:.2%} of matches agree with kornia's adaptive LightGlue"
+    assert (ours["matches0"][0] >= 0).sum() > 50
+
+
+@pytest.fixture(scope="module")
+def disk_pair(model_cache, data_dir):
+    """(Features, Features) of v_graffiti 1→2 from the official DISK network at 640 px, ``KEYPOINTS`` keypoints."""
+    from trt.features.image import read_image
+    from trt.onnx.export_extractor import export_extractor
+    from trt.runtime.learned_extractor import LearnedExtractor
+
+    onnx_path = model_cache / "disk_official.extractor.onnx"
+    if not onnx_path.exists():
+        export_extractor("disk", onnx_path, weights=packaged_weights("disk-depth-save.pth"), max_num_keypoints=KEYPOINTS)
+    with OnnxRuntimeSession(onnx_path) as runner:
+        extract = LearnedExtractor(runner, resize=640, max_num_keypoints=KEYPOINTS)
+        return tuple(extract(read_image(data_dir / "images" / path)) for path in PAIRS["graffiti-1-2"])
+
+
+@pytest.mark.slow  # exports the DISK matcher and its stages (~45 s)
+def test_disk_stop_layer_and_matches_equal_kornia(model_cache, disk_pair):
+    """The trained DISK LightGlue (the official file, whose unused ``log_assignment.{i}.r`` the loader drops)
+    stops where kornia's adaptive LightGlue does, with the same pruning and matches."""
+    _, folder = trained_matcher(model_cache, "disk")
+    feeds = request([disk_pair])
+    with open_stages(folder, AdaptiveSettings()) as session:
+        ours = session.infer(feeds)
+    reference = kornia_adaptive_matcher("disk")(feeds)
+    assert ours["layers"][0] == reference["stop"] < 9
+    assert ours["pruned0"][0] + ours["pruned1"][0] > 0
+    agreement = np.mean(ours["matches0"][0] == reference["matches0"])
+    assert agreement >= MIN_AGREEMENT, f"{agreement:.2%} of matches agree with kornia's adaptive LightGlue"
     assert (ours["matches0"][0] >= 0).sum() > 50
 
 

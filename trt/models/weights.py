@@ -4,7 +4,8 @@ The loading, verification and download helpers also serve the extractor networks
 (``trt/models/networks.py``): they take anything with the ``weights_*`` fields of ``Extractor``.
 
 Loading is strict: after the rename table below, every parameter of the model must be in the file
-and nothing else may be (only the derived ``confidence_thresholds`` buffer may be absent). A file of
+and nothing else may be (only the derived ``confidence_thresholds`` buffer may be absent, and the unused
+``log_assignment.{i}.r`` of the official DISK file is dropped). A file of
 another layout is an error listing the keys, never a silently half-random model.
 """
 
@@ -29,6 +30,9 @@ RENAMES = [
     (re.compile(r"^cross_attn\.(\d+)\."), r"transformers.\1.cross_attn."),
 ]
 OPTIONAL_KEYS = {"confidence_thresholds"}
+# The official DISK file (v0.1_arxiv) also holds ``log_assignment.{i}.r``, 1.0 in every layer, which no
+# LightGlue reads (cvg and kornia load with strict=False and never use it): dropped, not an unexpected key.
+UNUSED_KEYS = re.compile(r"^log_assignment\.\d+\.r$")
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -43,6 +47,8 @@ class WeightsSource:
 def rename_keys(state_dict: dict) -> dict:
     renamed = {}
     for key, value in state_dict.items():
+        if UNUSED_KEYS.match(key):
+            continue
         for pattern, replacement in RENAMES:
             key = pattern.sub(replacement, key)
         renamed[key] = value

@@ -333,3 +333,29 @@ def test_tensorrt_without_stage_engines_says_so(aliked_trained, tmp_path):
         runner, "full depth (no stage engines in aliked.engine.stages: build the engine again in fp32)")
     with pytest.raises(UserError, match="build the engine again in fp32"):
         adaptive_runner(runner, engine, None, aliked_trained[0], "tensorrt", 0.95, None, None)
+
+
+def test_bf16_is_refused_for_the_stages(aliked_trained):
+    """No bf16 gate judges the stop decisions: an explicit bf16 with the stages is refused, saying what runs."""
+    from trt.runtime.matcher import adaptive_runner
+
+    runner = OnnxRuntimeSession(aliked_trained[0])
+    with pytest.raises(UserError, match="bf16 is refused for the adaptive stages"):
+        adaptive_runner(runner, None, None, aliked_trained[0], "openvino", None, None, None, precision="bf16")
+    assert adaptive_runner(runner, None, None, aliked_trained[0], "openvino", -1, -1, None, precision="bf16")[0] is runner
+
+
+def test_eval_runs_adaptive_beside_full_depth_for_trained_weights():
+    """make eval: the trained weights also run adaptive, after their full-depth run, in FP32 on ONNX Runtime and
+    OpenVINO and in bf16 on OpenVINO (measured against f32, not served); test weights and -1 / -1 do not."""
+    from trt.evaluation.eval import plan_runs
+    from trt.evaluation.runs import MatcherWeights
+
+    weights = [MatcherWeights.official(Path("aliked_lightglue.pth")), MatcherWeights.nearest_neighbour()]
+    runs = [run.name for run in plan_runs(weights, ("fp32", "fp16", "bf16"), ("onnxruntime", "openvino", "tensorrt"),
+                                          "aliked", AdaptiveSettings())]
+    assert [name for name in runs if name.endswith("-adaptive")] == [
+        "aliked-official-fp32-onnxruntime-adaptive", "aliked-official-fp32-openvino-adaptive",
+        "aliked-official-bf16-openvino-adaptive"]
+    assert runs.index("aliked-official-fp32-openvino-adaptive") == runs.index("aliked-official-fp32-openvino") + 1
+    assert not any(run.adaptive for run in plan_runs(weights, ("fp32",), ("onnxruntime",), "aliked", FULL_DEPTH))

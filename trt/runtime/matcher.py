@@ -592,6 +592,12 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     settings, reason = resolve_settings(stages_manifest, backend, depth_confidence, width_confidence, prune_above)
     if settings.full_depth:
         return runner, reason or "full depth (the single graph)"
+    if backend == "openvino" and precision == "bf16":
+        # Rounding moves stop and pruning decisions, and no bf16 gate judges the stages (make eval reports
+        # their stop-layer agreement and match IoU against f32, docs/adaptive.md); "auto" serves them in f32.
+        raise UserError("bf16 is refused for the adaptive stages: no bf16 gate has passed for them; use precision "
+                        "f32 or auto (the stages in f32), or --depth-confidence -1 --width-confidence -1 for the "
+                        "single graph in bf16")
     profiles = profiles_from_manifest(manifest) if manifest is not None else None
     cache_dir = openvino_cache_dir(engine or onnx_path)
 

@@ -322,13 +322,16 @@ def test_tensorrt_stage_engines_equal_onnxruntime_stages(aliked_trained_engine, 
         assert not graphs
 
 
-def test_tensorrt_without_stage_engines_says_so(aliked_trained, tmp_path):
-    """An engine built without its stages' engines (FP16, or before the stages were exported) serves full depth,
-    and asking for adaptive depth there names what to do."""
+def test_tensorrt_without_stage_engines_says_so(aliked_trained, tmp_path, capsys):
+    """An FP16 build makes no stage engines and says so; an engine without them serves full depth, and asking
+    for adaptive depth there names what to do."""
+    from trt.engine.stage_engines import build_stage_engines
     from trt.runtime.matcher import adaptive_runner
 
-    runner = OnnxRuntimeSession(aliked_trained[0])  # stands in for the single engine's session: it is returned as is
     engine = tmp_path / "aliked.engine"
+    assert build_stage_engines(aliked_trained[0], None, engine, precision="fp16") is None
+    assert "built in fp32 only" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    runner = OnnxRuntimeSession(aliked_trained[0])  # stands in for the single engine's session: it is returned as is
     assert adaptive_runner(runner, engine, None, aliked_trained[0], "tensorrt", None, None, None) == (
         runner, "full depth (no stage engines in aliked.engine.stages: build the engine again in fp32)")
     with pytest.raises(UserError, match="build the engine again in fp32"):

@@ -42,8 +42,10 @@ from trt.validation import check_confidence
 DISABLED = -1.0
 DEFAULT_DEPTH_CONFIDENCE = 0.95
 DEFAULT_WIDTH_CONFIDENCE = 0.99
-# Prune an image only while it has more than this many points, per backend (docs/adaptive.md: on these
-# CPUs pruning pays at every size, as cvg found for its CPU path; cvg's CUDA default for TensorRT).
+# Prune an image only while it has more than this many points, per backend. CPUs: always (measured with
+# bench/adaptive_bench.py --crossover, docs/adaptive.md: pruning pays from 256 points on, 1.1-1.4x on a pair
+# that runs 5 layers, on ONNX Runtime and OpenVINO alike, as cvg found for its CPU path); TensorRT: cvg's
+# CUDA default (not measured here).
 PRUNE_ABOVE = {"onnxruntime": -1, "openvino": -1, "tensorrt": 1024}
 EXTRA_OUTPUTS = ("layers", "pruned0", "pruned1")
 

@@ -362,3 +362,17 @@ def test_eval_runs_adaptive_beside_full_depth_for_trained_weights():
         "aliked-official-bf16-openvino-adaptive"]
     assert runs.index("aliked-official-fp32-openvino-adaptive") == runs.index("aliked-official-fp32-openvino") + 1
     assert not any(run.adaptive for run in plan_runs(weights, ("fp32",), ("onnxruntime",), "aliked", FULL_DEPTH))
+
+
+def test_each_stage_records_a_reduced_region_it_has(aliked_trained):
+    """OpenVINO's bf16 policy reduces the region a stage records (make eval measures the stages in bf16): the
+    encoder's input projection, each layer's transformer; the assignment records none and stays f32."""
+    import onnx
+
+    from trt.precision import reduced, reduced_scopes
+
+    for path in sorted(aliked_trained[1].glob("*.onnx")):
+        model = onnx.load(str(path), load_external_data=False)
+        scopes = reduced_scopes(model)
+        region = [node.name for node in model.graph.node if reduced(node.name, scopes)]
+        assert bool(region) == (not path.name.startswith("assign")), f"{path.name}: scopes {scopes}"

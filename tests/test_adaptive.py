@@ -338,19 +338,37 @@ def test_tensorrt_without_stage_engines_says_so(aliked_trained, tmp_path, capsys
         adaptive_runner(runner, engine, None, aliked_trained[0], "tensorrt", 0.95, None, None)
 
 
-def test_bf16_is_refused_for_the_stages(aliked_trained):
-    """No bf16 gate judges the stop decisions: an explicit bf16 with the stages is refused, saying what runs."""
-    from trt.runtime.matcher import adaptive_runner
+def test_bf16_serves_the_stages_only_where_their_gate_passed(aliked_trained, tmp_path):
+    """Rounding moves stop decisions: bf16 with the stages is refused, saying why and what runs, until the
+    stages' own gate record (make eval's, for this very stages manifest) says it passed."""
+    import json
+    import shutil
 
-    runner = OnnxRuntimeSession(aliked_trained[0])
-    with pytest.raises(UserError, match="bf16 is refused for the adaptive stages"):
-        adaptive_runner(runner, None, None, aliked_trained[0], "openvino", None, None, None, precision="bf16")
-    assert adaptive_runner(runner, None, None, aliked_trained[0], "openvino", -1, -1, None, precision="bf16")[0] is runner
+    from trt.fileio import sha256_file
+    from trt.runtime.matcher import adaptive_runner
+    from trt.runtime.openvino_session import BF16_POLICY, GATE_PRESET, bf16_gate_path
+
+    onnx = tmp_path / aliked_trained[0].name
+    shutil.copy(aliked_trained[0], onnx)
+    shutil.copytree(aliked_trained[1], stages_folder(onnx))
+    runner = OnnxRuntimeSession(onnx)
+    with pytest.raises(UserError, match="bf16 is refused for the adaptive stages: the bf16 accuracy gate has not been run"):
+        adaptive_runner(runner, None, None, onnx, "openvino", None, None, None, precision="bf16")
+    assert adaptive_runner(runner, None, None, onnx, "openvino", -1, -1, None, precision="bf16")[0] is runner
+    manifest = stages_folder(onnx) / "stages.json"
+    record = {"onnx_sha256": sha256_file(manifest), "preset": GATE_PRESET, "policy": BF16_POLICY, "passed": False,
+              "summary": "IoU 0.5"}
+    bf16_gate_path(manifest).write_text(json.dumps(record))
+    with pytest.raises(UserError, match="gate failed for stages.json: IoU 0.5"):
+        adaptive_runner(runner, None, None, onnx, "openvino", None, None, None, precision="bf16")
+    bf16_gate_path(manifest).write_text(json.dumps({**record, "passed": True}))
+    staged, phrase = adaptive_runner(runner, None, None, onnx, "openvino", None, None, None, precision="bf16")
+    assert isinstance(staged, StagedMatcherSession) and "adaptive depth and width" in phrase
 
 
 def test_eval_runs_adaptive_beside_full_depth_for_trained_weights():
     """make eval: the trained weights also run adaptive, after their full-depth run, in FP32 on ONNX Runtime and
-    OpenVINO and in bf16 on OpenVINO (measured against f32, not served); test weights and -1 / -1 do not."""
+    OpenVINO and in bf16 on OpenVINO (the stages' bf16 gate); test weights and -1 / -1 do not."""
     from trt.evaluation.eval import plan_runs
     from trt.evaluation.runs import MatcherWeights
 

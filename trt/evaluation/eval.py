@@ -69,8 +69,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 # OpenVINO's mixed policy (trt.runtime.openvino_session), fp32 its f32.
 BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "fp16"), "openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16")}
 # Adaptive depth and width (docs/adaptive.md) beside full depth on the CPU backends (TensorRT would need the
-# stage engines built): FP32, and bf16 on OpenVINO, which serving refuses for the stages and this measures
-# (``adaptive_precision``: stop-layer agreement and match IoU against f32).
+# stage engines built): FP32, and bf16 on OpenVINO, judged against f32 by the stages' own bf16 gate (which
+# serving requires) and ``adaptive_precision`` (stop-layer agreement and match IoU).
 ADAPTIVE_BACKENDS = ("onnxruntime", "openvino")
 ADAPTIVE_PRECISIONS = ("fp32", "bf16")
 
@@ -269,16 +269,21 @@ def bf16_gates(results: dict, datasets: list[Dataset], preset: dict, models_dir:
     from trt.evaluation.bf16_record import gate_record, write_record
     from trt.runtime.openvino_session import GATE_PRESET
 
+    from trt.stages import MANIFEST_NAME, stages_folder
+
     gates = []
     for run in results:
-        bf16 = Run(run.weights, "bf16", "openvino", run.extractor)
-        if run.backend != "openvino" or run.precision != "fp32" or run.adaptive is not None or bf16 not in results:
+        bf16 = Run(run.weights, "bf16", "openvino", run.extractor, run.adaptive)
+        if run.backend != "openvino" or run.precision != "fp32" or bf16 not in results:
             continue
         onnx = cached_onnx(models_dir, run.extractor, run.weights)
-        record = gate_record(onnx, preset["name"], datasets, results[run], results[bf16])
+        # The adaptive stages get their own record, for the stages manifest (whose sha256 covers every stage).
+        judged = stages_folder(onnx) / MANIFEST_NAME if run.adaptive is not None else onnx
+        record = gate_record(judged, preset["name"], datasets, results[run], results[bf16])
         if preset["name"] == GATE_PRESET:
             record["file"] = write_record(record)
-        gates.append({"extractor": run.extractor, "weights": run.weights.tag, **record})
+        gates.append({"extractor": run.extractor, "weights": run.weights.tag + (" adaptive" if run.adaptive else ""),
+                      **record})
     return gates
 
 

@@ -44,7 +44,8 @@ from trt.fileio import sha256_file
 from trt.runtime.adaptive import DISABLED, StagedMatcherSession, resolve_settings
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.openvino_session import MODES, OpenVINOSession, check_precision, openvino_unavailable
+from trt.runtime.openvino_session import (MODES, OpenVINOSession, bf16_gate_verdict, check_precision,
+                                         openvino_unavailable)
 from trt.runtime.tensorrt_engine import (
     check_source_onnx,
     profiles_from_manifest,
@@ -593,11 +594,13 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     if settings.full_depth:
         return runner, reason or "full depth (the single graph)"
     if backend == "openvino" and precision == "bf16":
-        # Rounding moves stop and pruning decisions, and no bf16 gate judges the stages (make eval reports
-        # their stop-layer agreement and match IoU against f32, docs/adaptive.md); "auto" serves them in f32.
-        raise UserError("bf16 is refused for the adaptive stages: no bf16 gate has passed for them; use precision "
-                        "f32 or auto (the stages in f32), or --depth-confidence -1 --width-confidence -1 for the "
-                        "single graph in bf16")
+        # Rounding moves stop and pruning decisions: bf16 serves the stages only where their own gate passed
+        # (make eval writes X.stages/stages.bf16-gate.json, docs/adaptive.md); "auto" serves them in f32.
+        passed, verdict = bf16_gate_verdict(folder / STAGES_MANIFEST)
+        if not passed:
+            raise UserError(f"bf16 is refused for the adaptive stages: {verdict}; run make eval (its bf16 gate of the "
+                            "stages), or use precision f32 or auto (the stages in f32), or --depth-confidence -1 "
+                            "--width-confidence -1 for the single graph in bf16")
     profiles = profiles_from_manifest(manifest) if manifest is not None else None
     cache_dir = openvino_cache_dir(engine or onnx_path)
 

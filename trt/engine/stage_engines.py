@@ -43,6 +43,8 @@ def build_stage_engines(onnx: Path, profiles: Path | None, engine: Path, **optio
     if not (source / MANIFEST_NAME).is_file():
         return None
     if options.get("precision", "fp32") != "fp32":
+        # Stage engines of an earlier fp32 build of this output would serve beside an engine they were not built with.
+        (engine_stages_folder(engine) / MANIFEST_NAME).unlink(missing_ok=True)
         print(f"notice: the stages in {source} are built in fp32 only (no gate judges the adaptive path in "
               "reduced precision): TensorRT serves this engine at full depth", file=sys.stderr)
         return None

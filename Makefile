@@ -163,9 +163,12 @@ soak:
 
 # Accuracy against ground truth (HPatches, rotated/scaled Sacre-Coeur in ../shared/data): FP32 and FP16 on
 # ONNX Runtime, f32 and bf16 on OpenVINO (with the bf16 gate), engines on a GPU; a learned EXTRACTOR
-# (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint.
+# (make eval EXTRACTOR=aliked) is evaluated beside SIFT, with its official checkpoint; trained weights also
+# with adaptive depth and width beside full depth (DEPTH_CONFIDENCE, WIDTH_CONFIDENCE; -1 for both: off).
 eval:
-	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR)) --anchor
+	$(PYTHON) bench/eval.py --output-dir $(EVAL_DIR) --extractors sift $(filter-out sift,$(EXTRACTOR)) --anchor \
+		$(if $(DEPTH_CONFIDENCE),--depth-confidence $(DEPTH_CONFIDENCE)) \
+		$(if $(WIDTH_CONFIDENCE),--width-confidence $(WIDTH_CONFIDENCE))
 
 # Photos to a COLMAP sparse model, with this matcher and with COLMAP's own SIFT side by side:
 #   make sfm IMAGES=photos/ OUT=out/sfm [EXTRACTOR=aliked] [WEIGHTS=official] [PAIRS=exhaustive|sequential[:K]|FILE]

@@ -7,10 +7,15 @@
     python build_engine.py --onnx weights/aliked-n16.onnx --output weights/aliked_lightglue.extractor.engine
     python build_engine.py --onnx weights/aliked_lightglue.onnx --extractor-engine weights/aliked_lightglue.extractor.engine
 
+A matcher whose stages were exported (export.py --stages: X.stages/ beside X.onnx) also gets an engine per
+stage, with the same profiles, in X.engine.stages/ (trt/engine/stage_engines.py): TensorRT then serves
+adaptive depth and width (docs/adaptive.md).
+
 The work is done in trt/engine/ (build_engine, trtexec_command); this file only reads the flags.
 """
 
 import argparse
+import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from trt.errors import UserError
 from trt.precision import BUILD_PRECISION_ALIASES, canonical_precision
 from trt.engine.backends import BUILDERS, PRECISIONS
 from trt.engine.builder import DEFAULTS, MAX_WORKSPACE_MIB, OPT_LEVELS, BuildOptions, build_engine
+from trt.engine.stage_engines import build_stage_engines
 from trt.engine.trtexec import format_command, stand_in_onnx, tensorrt_rtx_command, trtexec_command
 from trt.validation import path_arg, positive_int_arg
 
@@ -82,6 +88,9 @@ def main(argv=None) -> Path | None:
     if args.stand_in is not None:
         raise UserError("--stand-in goes with --print-trtexec")
     path = build_engine(args.onnx, args.profiles, args.output, **asdict(options), extractor_engine=args.extractor_engine)
+    stages = build_stage_engines(args.onnx, args.profiles, path, **asdict(options))
+    if stages is not None:
+        print(f"the engines of the stages (adaptive depth and width): {stages.parent}", file=sys.stderr)
     print(path)
     return path
 

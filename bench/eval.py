@@ -19,6 +19,7 @@ from trt.evaluation.runs import add_run_arguments  # noqa: E402
 from trt.evaluation.datasets import PRESETS  # noqa: E402
 from trt.evaluation.eval import BACKENDS, OUTPUT_DIR, PRECISIONS, main  # noqa: E402
 from trt.extractors import DEFAULT_NETWORKS  # noqa: E402
+from trt.validation import confidence_arg  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,6 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--anchor", action="store_true",
                         help="also run cvg's pipeline in kornia (kornia's ALIKED/DISK and LightGlue, same files) "
                              "for each learned extractor with trained weights: ours must equal it within noise")
+    parser.add_argument("--depth-confidence", type=confidence_arg, default=None,
+                        help="adaptive depth of the trained weights' runs beside full depth (FP32, ONNX Runtime and "
+                             "OpenVINO; docs/adaptive.md): default 0.95; -1 for both: no adaptive runs")
+    parser.add_argument("--width-confidence", type=confidence_arg, default=None,
+                        help="adaptive width of those runs: default 0.99; -1: no pruning")
     return parser.parse_args(argv)
 
 
@@ -43,7 +49,7 @@ def cli(argv=None) -> Path:
     args = parse_args(argv)
     path = main(args.preset, args.data_dir, args.output_dir, weights=args.weights, models_dir=args.models_dir,
                 precisions=args.precisions, backends=args.backends, overwrite=args.overwrite, extractors=args.extractors,
-                anchor=args.anchor)
+                anchor=args.anchor, depth_confidence=args.depth_confidence, width_confidence=args.width_confidence)
     print(f"wrote {path}")
     return path
 

@@ -40,6 +40,13 @@ def stages_folder(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.stem + FOLDER_SUFFIX)
 
 
+def engine_stages_folder(engine: Path) -> Path:
+    """``X.engine`` → ``X.engine.stages``: where the TensorRT engines of its stages live (``build_engine.py``,
+    ``trt.engine.stage_engines``), listed by a manifest of this format whose files are the engines."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + FOLDER_SUFFIX)
+
+
 def stage_name(kind: str, layer: int | None) -> str:
     return "encode" if kind == "encode" else f"{'assign' if kind == 'assign' else 'layer'}{layer}"
 

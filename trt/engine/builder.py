@@ -333,13 +333,16 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
                  target_sm: str | None = DEFAULTS.target_sm, workspace_mib: int | None = DEFAULTS.workspace_mib,
                  timing_cache: Path | None = DEFAULTS.timing_cache, opt_level: int | None = DEFAULTS.opt_level,
                  progress: bool = DEFAULTS.progress, gate: bool = DEFAULTS.gate,
-                 extractor_engine: Path | None = None) -> Path:
+                 extractor_engine: Path | None = None,
+                 resolved_profiles: list[KeypointProfile] | None = None) -> Path:
     """Build ``onnx`` into ``output`` (default: the ONNX path with ``.engine``) and its manifest; return the path.
 
     ``profiles``: a profile file; None takes the graph's static shapes, else ``profiles/<extractor>.toml``
     (``profiles/extractors/<extractor>.toml`` for an extractor graph; see ``trt.engine.profiles.load_profiles``).
     ``extractor_engine``: for a matcher, the extractor engine that serves it, checked and named in the
-    manifest (``link_extractor_engine``). Nothing is written unless the build succeeds.
+    manifest (``link_extractor_engine``). ``resolved_profiles``: the profiles already resolved for this graph
+    (a matcher stage's, ``trt.engine.stage_engines``), in place of reading ``profiles``. Nothing is written
+    unless the build succeeds.
     """
     started = time.perf_counter()
     timing_cache = check_path(timing_cache, "the timing cache path") if timing_cache is not None else None
@@ -354,7 +357,7 @@ def build_engine(onnx: Path, profiles: Path | None = None, output: Path | None =
     timer = _Timer()
     with timer.step("profiles"):
         graph = GraphSignature.from_onnx(onnx)
-        resolved = load_profiles(graph, profiles)
+        resolved = resolved_profiles if resolved_profiles is not None else load_profiles(graph, profiles)
     linked = link_extractor_engine(graph, extractor_engine, output) if extractor_engine is not None else None
     # Matcher and extractor graphs get their mixed-precision variant, gated; other graphs build FP16 by flags
     # (full TensorRT).

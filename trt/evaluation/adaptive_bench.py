@@ -67,16 +67,15 @@ def backends() -> dict[str, Callable[..., object]]:
     return opened
 
 
-def main(data_dir: Path, output_dir: Path, weights: Optional[Path] = None, keypoints: int = 1024,
-         repeats: int = 3) -> Path:
-    import torch
-
-    from trt.evaluation.kornia_reference import kornia_inputs, kornia_reference
+def prepare(data_dir: Path, output_dir: Path, weights: Path, keypoints: int | tuple[int, ...],
+            pairs: tuple[str, ...] = tuple(PAIRS)) -> tuple[Path, dict]:
+    """(the trained matcher's ONNX, with its stages beside it, exported into ``output_dir/models`` once;
+    {pair name: [Features, Features]} of ``pairs`` from the official ALIKED-n16 at 1024 px), with
+    ``keypoints`` per image, or {(pair name, keypoints): ...} for each of several counts."""
     from trt.onnx.export_stages import export_matcher_and_stages
 
     models = Path(output_dir) / "models"
     models.mkdir(parents=True, exist_ok=True)
-    weights = packaged_aliked_weights(weights)
     onnx_path = models / "aliked_lightglue-official.onnx"
     folder = stages_folder(onnx_path)
     if not onnx_path.is_file() or not (folder / MANIFEST_NAME).is_file():
@@ -86,12 +85,27 @@ def main(data_dir: Path, output_dir: Path, weights: Optional[Path] = None, keypo
     if extractor_weights is None:
         raise UserError(f"no official {network.name} checkpoint in weights/ or {data_dir}/aliked")
     extractor_runner = OnnxRuntimeSession(cached_extractor_onnx(models, extractor_weights))
+    features = {}
     try:
-        extract = LearnedExtractor(extractor_runner, resize=1024, max_num_keypoints=keypoints)
-        features = {name: [extract(read_image(Path(data_dir) / "images" / path)) for path in paths]
-                    for name, paths in PAIRS.items()}
+        for count in (keypoints if isinstance(keypoints, tuple) else (keypoints,)):
+            extract = LearnedExtractor(extractor_runner, resize=1024, max_num_keypoints=count)
+            for name in pairs:
+                key = (name, count) if isinstance(keypoints, tuple) else name
+                features[key] = [extract(read_image(Path(data_dir) / "images" / path)) for path in PAIRS[name]]
     finally:
         extractor_runner.deactivate()
+    return onnx_path, features
+
+
+def main(data_dir: Path, output_dir: Path, weights: Optional[Path] = None, keypoints: int = 1024,
+         repeats: int = 3) -> Path:
+    import torch
+
+    from trt.evaluation.kornia_reference import kornia_inputs, kornia_reference
+
+    weights = packaged_aliked_weights(weights)
+    onnx_path, features = prepare(data_dir, output_dir, weights, keypoints)
+    folder = stages_folder(onnx_path)
     feeds = {name: pack_pairs([tuple(pair)], len(pair[0]), len(pair[1]), 0.1) for name, pair in features.items()}
 
     state_dict = torch.load(weights, map_location="cpu", weights_only=True)
@@ -148,3 +162,49 @@ def stage_share(rows: list[dict]) -> Optional[float]:
     """How much slower the stages run at full depth than the single graph (median ratio over rows)."""
     ratios = [r["stages_full_depth_s"] / r["single_graph_s"] for r in rows if "single_graph_s" in r]
     return float(np.median(ratios)) if ratios else None
+
+
+CROSSOVER_NAME = "adaptive_crossover.json"
+CROSSOVER_SIZES = (256, 512, 1024, 2048)
+
+
+def prune_crossover(data_dir: Path, output_dir: Path, weights: Optional[Path] = None,
+                    sizes: tuple[int, ...] = CROSSOVER_SIZES, pairs: tuple[str, ...] = ("easy", "medium"),
+                    repeats: int = 3) -> Path:
+    """Where pruning starts to pay, per CPU backend: the stages with the reference's 0.95 / 0.99, pruning at
+    every size (``prune_above`` -1) against never at this size (``prune_above`` = N), at each of ``sizes``
+    keypoints per image on ``pairs``; medians of ``repeats`` calls, all in one run (``prune_above``)."""
+    weights = packaged_aliked_weights(weights)
+    onnx_path, features = prepare(data_dir, output_dir, weights, tuple(sizes), pairs)
+    folder = stages_folder(onnx_path)
+    rows = []
+    for backend, open_session in backends().items():
+        def open_stage(path, profiles):
+            return open_session(path, profiles, stage=True)
+
+        # Never pruning at these sizes: pruning only above the largest.
+        with StagedMatcherSession(folder, open_stage, AdaptiveSettings(prune_above=-1)) as pruning, \
+                StagedMatcherSession(folder, open_stage, AdaptiveSettings(prune_above=max(sizes))) as without:
+            for (name, size), pair in features.items():
+                request = pack_pairs([tuple(pair)], len(pair[0]), len(pair[1]), 0.1)
+                pruned, kept = pruning.infer(request), without.infer(request)
+                pruned_s = median_seconds(lambda: pruning.infer(request), repeats)
+                kept_s = median_seconds(lambda: without.infer(request), repeats)
+                rows.append({"pair": name, "keypoints": [len(f) for f in pair], "backend": backend,
+                             "layers_pruning": int(pruned["layers"][0]), "layers_without": int(kept["layers"][0]),
+                             "pruned": [int(pruned["pruned0"][0]), int(pruned["pruned1"][0])],
+                             "pruning_s": pruned_s, "without_s": kept_s, "speedup_of_pruning": kept_s / pruned_s})
+    record = {"what": "adaptive depth and width (0.95 / 0.99) on the stages, pruning at every size against not "
+                      f"pruning, trained ALIKED LightGlue, ALIKED-n16 at 1024 px, B = 1; medians of {repeats} calls",
+              "machine": machine_info(physical_cores()), "rows": rows}
+    return write_json(Path(output_dir) / CROSSOVER_NAME, record)
+
+
+def format_crossover(rows: list[dict]) -> list[str]:
+    lines = ["| backend | pair | keypoints | layers (pruning / not) | pruned | pruning | not pruning | × |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["backend"], r["pair"], r["keypoints"][0])):
+        lines.append(f"| {row['backend']} | {row['pair']} | {row['keypoints'][0]} + {row['keypoints'][1]} | "
+                     f"{row['layers_pruning']} / {row['layers_without']} | {row['pruned'][0]} + {row['pruned'][1]} | "
+                     f"{row['pruning_s'] * 1e3:.0f} ms | {row['without_s'] * 1e3:.0f} ms | {row['speedup_of_pruning']:.2f} |")
+    return lines

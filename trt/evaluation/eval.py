@@ -60,6 +60,7 @@ from trt.evaluation.metrics import (
     transfer_errors,
 )
 from trt.extractors import get_extractor, get_network
+from trt.runtime.adaptive import DEFAULT_DEPTH_CONFIDENCE, DEFAULT_WIDTH_CONFIDENCE, AdaptiveSettings
 
 OUTPUT_DIR = Path("out/eval")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -67,6 +68,11 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 # What each backend can run: FP16 is a graph variant (ONNX Runtime) or an engine (TensorRT); bf16 is
 # OpenVINO's mixed policy (trt.runtime.openvino_session), fp32 its f32.
 BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "fp16"), "openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16")}
+# Adaptive depth and width (docs/adaptive.md) beside full depth on the CPU backends (TensorRT would need the
+# stage engines built): FP32, and bf16 on OpenVINO, judged against f32 by the stages' own bf16 gate (which
+# serving requires) and ``adaptive_precision`` (stop-layer agreement and match IoU).
+ADAPTIVE_BACKENDS = ("onnxruntime", "openvino")
+ADAPTIVE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +81,11 @@ class Run:
     precision: str
     backend: str
     extractor: str = "sift"
+    adaptive: Optional[AdaptiveSettings] = None  # served from the stages with these settings; None: full depth
 
     @property
     def name(self) -> str:
-        return f"{self.extractor}-{self.weights.tag}-{self.precision}-{self.backend}"
+        return f"{self.extractor}-{self.weights.tag}-{self.precision}-{self.backend}" + ("-adaptive" if self.adaptive else "")
 
 
 # -- metrics of one pair and of a dataset ------------------------------------------------------------------
@@ -90,7 +97,8 @@ def pair_metrics(pair: Pair, result) -> dict:
     points1 = result.keypoints1[result.matches[:, 1]]
     errors = transfer_errors(points0, points1, pair.ground_truth(result.image_size0))
     record = {"pair": pair.name, "keypoints": [len(result.keypoints0), len(result.keypoints1)],
-              "matches": len(result.matches), "precision": match_precision(errors)}
+              "matches": len(result.matches), "precision": match_precision(errors), "layers": result.layers,
+              "pruned": result.pruned0 + result.pruned1}
     if pair.kind == "homography":
         record["corner_error_px"] = corner_error(points0, points1, pair.homography, result.image_size0)
     else:
@@ -106,7 +114,8 @@ def _finite_mean(values: Sequence[float]) -> Optional[float]:
 
 def dataset_summary(kind: str, pairs: list[dict]) -> dict:
     summary = {"pairs": len(pairs), "matches_mean": float(np.mean([p["matches"] for p in pairs])),
-               "precision_mean": float(np.mean([p["precision"] for p in pairs]))}
+               "precision_mean": float(np.mean([p["precision"] for p in pairs])),
+               "layers_mean": float(np.mean([p["layers"] for p in pairs]))}
     if kind == "homography":
         errors = [p["corner_error_px"] for p in pairs]
         summary.update(
@@ -130,15 +139,26 @@ def dataset_summary(kind: str, pairs: list[dict]) -> dict:
 
 
 def plan_runs(weights: list[MatcherWeights], precisions: Sequence[str], backends: Sequence[str],
-              extractor: str = "sift") -> list[Run]:
-    """Every (weights, precision, backend) asked for that the backend can run, for ``extractor``'s features."""
+              extractor: str = "sift", adaptive: Optional[AdaptiveSettings] = None) -> list[Run]:
+    """Every (weights, precision, backend) asked for that the backend can run, for ``extractor``'s features;
+    with ``adaptive`` (not full depth), also the trained weights in FP32 on ONNX Runtime and OpenVINO served
+    from their stages with adaptive depth and width, each after its full-depth run."""
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     for backend in backends:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
-    return [Run(w, p, b, extractor) for w in weights for b in backends for p in precisions if p in BACKEND_PRECISIONS[b]]
+    runs = []
+    for w in weights:
+        for b in backends:
+            for p in precisions:
+                if p in BACKEND_PRECISIONS[b]:
+                    runs.append(Run(w, p, b, extractor))
+                    if adaptive is not None and not adaptive.full_depth and w.kind == "official" \
+                            and p in ADAPTIVE_PRECISIONS and b in ADAPTIVE_BACKENDS:
+                        runs.append(Run(w, p, b, extractor, adaptive))
+    return runs
 
 
 def open_matcher(run: Run, models_dir: Path, overwrite: bool):
@@ -148,6 +168,20 @@ def open_matcher(run: Run, models_dir: Path, overwrite: bool):
     from trt.runtime.onnxruntime_session import OnnxRuntimeSession
     from trt.runtime.openvino_session import OpenVINOSession
 
+    if run.adaptive is not None:
+        from trt.runtime.adaptive import StagedMatcherSession
+        from trt.runtime.matcher import cpu_session, openvino_cache_dir
+        from trt.stages import stages_folder
+
+        onnx = cached_onnx(models_dir, run.extractor, run.weights, "fp32", overwrite, stages=True)
+        precision = {"fp32": "f32", "bf16": "bf16"}[run.precision] if run.backend == "openvino" else "auto"
+
+        def open_stage(path: Path, profiles):
+            return cpu_session(run.backend, path, profiles, openvino_cache_dir(onnx), None, precision, "latency",
+                               stage=True)
+
+        staged = StagedMatcherSession(stages_folder(onnx), open_stage, run.adaptive)
+        return Matcher(staged, extractor=run.extractor, summary={"onnx": str(onnx)})
     if run.backend == "onnxruntime":
         onnx = cached_onnx(models_dir, run.extractor, run.weights, run.precision, overwrite)
         return Matcher(OnnxRuntimeSession(onnx), extractor=run.extractor, summary={"onnx": str(onnx)})
@@ -203,7 +237,8 @@ def evaluate_matcher(matcher, datasets: list[Dataset], features: dict) -> tuple[
 def evaluate_run(run: Run, datasets: list[Dataset], features: dict, models_dir: Path,
                  overwrite: bool) -> tuple[dict, dict]:
     """(record of the run, {dataset name: [MatchResult per pair]}) for one run."""
-    record = {"run": run.name, "weights": run.weights.kind, "precision": run.precision, "backend": run.backend}
+    record = {"run": run.name, "weights": run.weights.kind, "precision": run.precision, "backend": run.backend,
+              "adaptive": dataclasses.asdict(run.adaptive) if run.adaptive is not None else None}
     with open_matcher(run, models_dir, overwrite) as matcher:
         record["model"] = matcher.summary
         record["datasets"], results = evaluate_matcher(matcher, datasets, features)
@@ -308,16 +343,21 @@ def bf16_gates(results: dict, datasets: list[Dataset], preset: dict, models_dir:
     from trt.evaluation.bf16_record import gate_record, write_record
     from trt.runtime.openvino_session import GATE_PRESET
 
+    from trt.stages import MANIFEST_NAME, stages_folder
+
     gates = []
     for run in results:
-        bf16 = Run(run.weights, "bf16", "openvino", run.extractor)
+        bf16 = Run(run.weights, "bf16", "openvino", run.extractor, run.adaptive)
         if run.backend != "openvino" or run.precision != "fp32" or bf16 not in results:
             continue
         onnx = cached_onnx(models_dir, run.extractor, run.weights)
-        record = gate_record(onnx, preset["name"], datasets, results[run], results[bf16])
+        # The adaptive stages get their own record, for the stages manifest (whose sha256 covers every stage).
+        judged = stages_folder(onnx) / MANIFEST_NAME if run.adaptive is not None else onnx
+        record = gate_record(judged, preset["name"], datasets, results[run], results[bf16])
         if preset["name"] == GATE_PRESET:
             record["file"] = write_record(record)
-        gates.append({"extractor": run.extractor, "weights": run.weights.tag, **record})
+        gates.append({"extractor": run.extractor, "weights": run.weights.tag + (" adaptive" if run.adaptive else ""),
+                      **record})
     return gates
 
 
@@ -352,6 +392,44 @@ def format_comparison(record: dict) -> Optional[str]:
     return "\n".join(lines)
 
 
+def adaptive_precision(results: dict) -> list[dict]:
+    """Reduced precision on the adaptive stages against f32 (OpenVINO bf16; rounding moves stop decisions):
+    per weights and dataset, the share of pairs that stop at the same layer and the pooled match-set IoU;
+    ``results``: {run: ({dataset name: record}, {dataset name: [MatchResult]})}."""
+    from trt.evaluation.bf16_record import match_set_iou
+
+    figures = []
+    for run, (_, matched) in results.items():
+        reference = dataclasses.replace(run, precision="fp32")
+        if run.adaptive is None or run.precision == "fp32" or reference not in results:
+            continue
+        for dataset, candidate in matched.items():
+            expected = results[reference][1][dataset]
+            iou, _, _ = match_set_iou(expected, candidate)
+            same = float(np.mean([a.layers == b.layers for a, b in zip(expected, candidate)]))
+            figures.append({"run": run.name, "dataset": dataset, "stop_layer_agreement": same, "iou": iou})
+    return figures
+
+
+def format_adaptive(record: dict) -> list[str]:
+    """Per adaptive run and dataset: layers run on average, and its matching time against its full-depth run's."""
+    runs = {run["run"]: run for run in record["runs"]}
+    lines = []
+    for name, run in runs.items():
+        full = runs.get(name.removesuffix("-adaptive"))
+        if not run.get("adaptive") or full is None:
+            continue
+        for dataset, result in run["datasets"].items():
+            ratio = full["datasets"][dataset]["match_seconds"] / result["match_seconds"]
+            lines.append(f"adaptive {name.removesuffix('-adaptive')} on {dataset}: "
+                         f"{result['summary']['layers_mean']:.1f} layers on average, {ratio:.2f}x faster than full depth "
+                         f"({result['match_seconds']:.1f} s against {full['datasets'][dataset]['match_seconds']:.1f} s)")
+    for figure in record.get("adaptive_precision", []):
+        lines.append(f"{figure['run']} against f32 on {figure['dataset']}: {figure['stop_layer_agreement']:.0%} of "
+                     f"pairs stop at the same layer, match IoU {figure['iou']:.3f}")
+    return lines
+
+
 def format_table(record: dict) -> str:
     lines = []
     for dataset in record["datasets"]:
@@ -374,6 +452,7 @@ def format_table(record: dict) -> str:
                 rotation = f"{_num(s['rotation_error_median_deg'], 3)}/{_num(s['rotation_error_mean_deg'], 3)}"
                 scale = f"{_num(s['scale_error_median'], 4)}/{_num(s['scale_error_mean'], 4)}"
                 lines.append(f"{head} {rotation:>17} {scale:>15} {s['failed']:>4}")
+    lines += format_adaptive(record)
     for gate in record["bf16_gates"]:
         verdict = "passed" if gate["passed"] else "FAILED"
         lines.append(f"bf16 gate, {gate['extractor']} {gate['weights']} weights: {verdict}: {gate['summary']}")
@@ -389,7 +468,8 @@ def format_table(record: dict) -> str:
 def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OUTPUT_DIR,
          weights: Optional[Path] = None, models_dir: Optional[Path] = None, precisions: Sequence[str] = PRECISIONS,
          backends: Optional[Sequence[str]] = None, overwrite: bool = False,
-         extractors: Sequence[str] = ("sift",), anchor: bool = False) -> Path:
+         extractors: Sequence[str] = ("sift",), anchor: bool = False, depth_confidence: Optional[float] = None,
+         width_confidence: Optional[float] = None) -> Path:
     """Evaluate preset ``conf`` (a name, or a dict like ``datasets.PRESETS``'s); write
     ``eval-<name>.json`` and ``matches-<dataset>.png`` into ``output_dir``; return the JSON's path.
 
@@ -397,7 +477,9 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     ``weights/sift_lightglue.pth`` when official); ``models_dir``: export cache (default
     ``output_dir/models``); ``backends``: default ONNX Runtime, plus TensorRT where it can run;
     ``extractors``: feature types to evaluate, side by side (SIFT and the learned ones with a network).
-    ``anchor``: also run cvg's pipeline in kornia for each learned extractor with trained weights (``KorniaAnchor``).
+    ``anchor``: also run cvg's pipeline in kornia for each learned extractor with trained weights (``KorniaAnchor``);
+    ``depth_confidence``, ``width_confidence``: adaptive depth and width of the trained weights' runs beside
+    full depth (None: the reference's 0.95 / 0.99; -1 for both: no adaptive runs).
     """
     from trt.datasets import shared_data_dir
     from trt.runtime.onnxruntime_session import physical_cores
@@ -420,6 +502,8 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
     for backend in backends:
         if unavailable.get(backend):
             raise UserError(f"cannot evaluate on {backend} here: {unavailable[backend]}")
+    adaptive = AdaptiveSettings(*(default if value is None else value for value, default in
+                                  ((depth_confidence, DEFAULT_DEPTH_CONFIDENCE), (width_confidence, DEFAULT_WIDTH_CONFIDENCE))))
     runs, features, made = [], {}, []
     for extractor in dict.fromkeys(extractors):
         trained, weights_note = trained_weights(get_extractor(extractor), weights if extractor == "sift" else None)
@@ -428,7 +512,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
         # weights (the bf16 gate's) for SIFT; a learned extractor with the nearest-neighbour weights.
         sharp = [MatcherWeights.sharp()] if extractor == "sift" else []
         runs += plan_runs(([trained] if trained else []) + sharp + [MatcherWeights.nearest_neighbour()], precisions,
-                          backends, extractor)
+                          backends, extractor, adaptive)
         started = time.perf_counter()
         features[extractor], source = extract_all(datasets, preset, extractor, models_dir, data_dir, overwrite)
         made.append(source)
@@ -474,6 +558,7 @@ def main(conf="standard", data_dir: Optional[Path] = None, output_dir: Path = OU
         "thresholds": {"precision_px": PRECISION_THRESHOLD_PX, "auc_px": list(AUC_THRESHOLDS_PX)},
         "runs": records,
         "bf16_gates": gates,
+        "adaptive_precision": adaptive_precision(results),
         "pictures": {"run": records[0]["run"], "files": picture_paths},
         "notes": notes,
     }

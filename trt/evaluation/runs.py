@@ -128,22 +128,33 @@ def trained_weights(extractor: Extractor, path: Optional[Path] = None,
 
 
 def cached_onnx(models_dir: Path, extractor: str, weights: MatcherWeights, precision: str = "fp32",
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, stages: bool = False) -> Path:
     """The dynamic-shape matcher ONNX for ``weights`` (and its mixed-FP16 variant for ``precision="fp16"``),
-    exported into ``models_dir`` unless a file of the same weights is already there.
+    exported into ``models_dir`` unless a file of the same weights is already there; ``stages``: with its
+    stages beside it (``X.stages/``, adaptive depth and width).
 
     A cached file is reused only when its metadata records the same extractor and weights (the sha256
     for a checkpoint file); anything else is exported again, and engines built from it are dropped.
     """
+    import shutil
+
     from trt.onnx.export import export_matcher
+    from trt.onnx.export_stages import export_matcher_and_stages
+    from trt.stages import MANIFEST_NAME, stages_folder
 
     models_dir = Path(models_dir)
     fp32 = models_dir / f"{extractor}_lightglue-{weights.tag}.onnx"
-    if overwrite or not _matches_weights(fp32, extractor, weights):
+    folder = stages_folder(fp32)
+    if overwrite or not _matches_weights(fp32, extractor, weights) or (stages and not (folder / MANIFEST_NAME).is_file()):
         for stale in models_dir.glob(f"{fp32.stem}*"):
-            if stale != fp32:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale != fp32:
                 stale.unlink()
-        export_matcher(extractor, fp32, dynamic=True, **weights.export_kwargs())
+        if stages:
+            export_matcher_and_stages(extractor, fp32, folder, dynamic=True, **weights.export_kwargs())
+        else:
+            export_matcher(extractor, fp32, dynamic=True, **weights.export_kwargs())
     if precision == "fp32":
         return fp32
     if precision != "fp16":

@@ -28,7 +28,7 @@ STAGE_RTOL = 1e-4
 # trace baked in shows there; the single graph, checked at CHECK_SIZES, covers B = 1.
 STAGE_CHECK_SIZES = CHECK_SIZES[1:]
 # Node-name prefixes of each stage's transformer (the reduced-precision region, trt.precision).
-STAGE_SCOPES = {"encode": ["/matcher/input_proj"], "layer": ["/transformer/"], "final_layer": ["/transformer/"],
+STAGE_SCOPES = {"encode": ["/input_proj"], "layer": ["/transformer/"], "final_layer": ["/transformer/"],
                 "assign": []}
 
 

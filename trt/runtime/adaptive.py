@@ -42,8 +42,10 @@ from trt.validation import check_confidence
 DISABLED = -1.0
 DEFAULT_DEPTH_CONFIDENCE = 0.95
 DEFAULT_WIDTH_CONFIDENCE = 0.99
-# Prune an image only while it has more than this many points, per backend (docs/adaptive.md: on these
-# CPUs pruning pays at every size, as cvg found for its CPU path; cvg's CUDA default for TensorRT).
+# Prune an image only while it has more than this many points, per backend. CPUs: always (measured with
+# bench/adaptive_bench.py --crossover, docs/adaptive.md: pruning pays from 256 points on, 1.1-1.4x on a pair
+# that runs 5 layers, on ONNX Runtime and OpenVINO alike, as cvg found for its CPU path); TensorRT: cvg's
+# CUDA default (not measured here).
 PRUNE_ABOVE = {"onnxruntime": -1, "openvino": -1, "tensorrt": 1024}
 EXTRA_OUTPUTS = ("layers", "pruned0", "pruned1")
 
@@ -132,8 +134,9 @@ def gather_rows(array: np.ndarray, pairs: Sequence[int], rows: Sequence[np.ndarr
 class StagedMatcherSession(Runner):
     """The matcher contract served from the stages in ``folder`` with adaptive depth and width.
 
-    ``open_stage(onnx_path, profiles)`` makes the runner of one stage (an ``OnnxRuntimeSession``, an
-    ``OpenVINOSession``); ``profiles``: the engine's, which every stage runs within (None: any shape).
+    ``open_stage(path, profiles)`` makes the runner of one stage file (an ``OnnxRuntimeSession`` or an
+    ``OpenVINOSession`` of a stage ONNX, a ``TensorRTSession`` of a stage engine); ``profiles``: the engine's,
+    which every stage runs within (None: any shape).
     """
 
     def __init__(self, folder: Path, open_stage: Callable[[Path, Optional[list[Profile]]], Runner],
@@ -150,6 +153,12 @@ class StagedMatcherSession(Runner):
         # The notice's words on OpenVINO's precision: the stages have no bf16 gate of their own, so no gate to suggest.
         self.precision_note = f"in {first.precision}" if first.backend == "openvino" else ""
         self.thresholds = np.asarray(self.manifest.confidence_thresholds, np.float32)
+
+    @property
+    def request_profiles(self) -> Optional[list[Profile]]:
+        """The stages': with CUDA graphs (TensorRT) each stage runs every profile at its opt shape only, so the
+        loop pads each stage's request to it; a graph per stage and profile."""
+        return next(iter(self.stages.values())).request_profiles or self.profiles
 
     def summary(self) -> dict:
         return {**next(iter(self.stages.values())).summary(), "adaptive": {
@@ -176,7 +185,8 @@ class StagedMatcherSession(Runner):
     def _fitted(self, batch: int, n0: int, n1: int) -> tuple[int, int, int]:
         """(B, N0, N1) raised to the minimum of the smallest stage profile that holds them."""
         dims = {BATCH: batch, KEYPOINTS0: max(n0, 1), KEYPOINTS1: max(n1, 1)}
-        padded = self.profiles[select_profile(self.profiles, dims, padding=True)].padded(dims)
+        profiles = self.request_profiles
+        padded = profiles[select_profile(profiles, dims, padding=True)].padded(dims)
         return padded[BATCH], padded[KEYPOINTS0], padded[KEYPOINTS1]
 
     def _run(self, name: str, feeds: dict[str, np.ndarray], timings: Counter) -> dict[str, np.ndarray]:

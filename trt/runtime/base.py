@@ -335,7 +335,11 @@ def network_settings(metadata: dict) -> dict:
 
 
 def manifest_network_settings(manifest) -> dict:
-    """The same settings from an extractor engine's manifest (``extractor_network`` and ``extractor``)."""
+    """The same settings from an extractor engine's manifest (``extractor_network`` and ``extractor``); a
+    matcher stage's engine (``trt.engine.stage_engines``): its source ONNX's, which name the stage and layout."""
+    recorded = network_settings((manifest.onnx or {}).get("metadata") or {})
+    if recorded.get("stage"):
+        return recorded
     network = manifest.extractor_network or {}
     return {**network, "network": network.get("name"), "extractor": manifest.extractor}
 
@@ -359,6 +363,10 @@ def contract_from_io(inputs: dict[str, tuple], outputs: dict[str, tuple], settin
 
 def contract_from_manifest(manifest, where: str):
     """The contract an engine's manifest records; a ContractError for a graph of neither contract."""
+    settings = manifest_network_settings(manifest)
+    if settings.get("stage"):
+        return StageContract.from_io({t.name: tuple(t.shape) for t in manifest.inputs},
+                                     {t.name: tuple(t.shape) for t in manifest.outputs}, settings, where)
     network = manifest.extractor_network
     if network is not None:
         if manifest.descriptor_dim is None:

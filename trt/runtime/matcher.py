@@ -44,7 +44,8 @@ from trt.fileio import sha256_file
 from trt.runtime.adaptive import DISABLED, StagedMatcherSession, resolve_settings
 from trt.runtime.base import Profile, Runner, capacity, plan_batches
 from trt.runtime.onnxruntime_session import OnnxRuntimeSession
-from trt.runtime.openvino_session import MODES, OpenVINOSession, check_precision, openvino_unavailable
+from trt.runtime.openvino_session import (MODES, OpenVINOSession, bf16_gate_verdict, check_precision,
+                                         openvino_unavailable)
 from trt.runtime.tensorrt_engine import (
     check_source_onnx,
     profiles_from_manifest,
@@ -54,7 +55,7 @@ from trt.runtime.tensorrt_engine import (
 )
 from trt.runtime.tensorrt_session import TensorRTSession
 from trt.stages import MANIFEST_NAME as STAGES_MANIFEST
-from trt.stages import StagesManifest, stages_folder
+from trt.stages import StagesManifest, engine_stages_folder, stages_folder
 from trt.validation import (
     check_features,
     check_matcher_manifest,
@@ -569,25 +570,43 @@ def adaptive_runner(runner: Runner, engine: Optional[Path], manifest: Optional[M
     else ``runner``, the single graph. Asking for adaptive depth or width where it cannot run is a UserError.
     """
     asked = any(value is not None and value != DISABLED for value in (depth_confidence, width_confidence))
-    folder = stages_folder(onnx_path) if onnx_path is not None else None
-    if folder is None or not (folder / STAGES_MANIFEST).is_file():
-        if asked:
-            raise UserError(f"adaptive depth and width need the matcher's stages in {folder or 'X.stages/ beside its ONNX'}: "
-                            "export them with export.py --stages (or pass --depth-confidence -1 --width-confidence -1)")
-        return runner, ""
+    onnx_stages = stages_folder(onnx_path) if onnx_path is not None else None
     if backend == "tensorrt":
-        if asked:
-            raise UserError("adaptive depth and width run on OpenVINO and ONNX Runtime; TensorRT serves the single "
-                            "engine at full depth: use --backend openvino or onnxruntime, or pass -1 for both")
-        return runner, "full depth (TensorRT serves the single engine)"
+        # The stage engines build_engine.py made beside the engine, from the stages beside its source ONNX.
+        folder = engine_stages_folder(engine)
+        if not (folder / STAGES_MANIFEST).is_file():
+            if asked:
+                raise UserError(f"adaptive depth and width on TensorRT need the engines of the matcher's stages in "
+                                f"{folder}: export the stages (export.py --stages) and build the engine again in fp32 "
+                                "(build_engine.py builds them), or pass --depth-confidence -1 --width-confidence -1")
+            if onnx_stages is not None and (onnx_stages / STAGES_MANIFEST).is_file():
+                return runner, f"full depth (no stage engines in {folder.name}: build the engine again in fp32)"
+            return runner, ""
+    else:
+        folder = onnx_stages
+        if folder is None or not (folder / STAGES_MANIFEST).is_file():
+            if asked:
+                raise UserError(f"adaptive depth and width need the matcher's stages in {folder or 'X.stages/ beside its ONNX'}: "
+                                "export them with export.py --stages (or pass --depth-confidence -1 --width-confidence -1)")
+            return runner, ""
     stages_manifest = StagesManifest.read(folder)
     settings, reason = resolve_settings(stages_manifest, backend, depth_confidence, width_confidence, prune_above)
     if settings.full_depth:
         return runner, reason or "full depth (the single graph)"
+    if backend == "openvino" and precision == "bf16":
+        # Rounding moves stop and pruning decisions: bf16 serves the stages only where their own gate passed
+        # (make eval writes X.stages/stages.bf16-gate.json, docs/adaptive.md); "auto" serves them in f32.
+        passed, verdict = bf16_gate_verdict(folder / STAGES_MANIFEST)
+        if not passed:
+            raise UserError(f"bf16 is refused for the adaptive stages: {verdict}; run make eval (its bf16 gate of the "
+                            "stages), or use precision f32 or auto (the stages in f32), or --depth-confidence -1 "
+                            "--width-confidence -1 for the single graph in bf16")
     profiles = profiles_from_manifest(manifest) if manifest is not None else None
     cache_dir = openvino_cache_dir(engine or onnx_path)
 
     def open_stage(path: Path, stage_profiles: Optional[list[Profile]]) -> Runner:
+        if backend == "tensorrt":  # each stage engine has its own manifest, with the matcher's profiles
+            return TensorRTSession(path, cuda_graphs=cuda_graphs)
         return cpu_session(backend, path, stage_profiles, cache_dir, threads, precision, mode, stage=True)
 
     staged = StagedMatcherSession(folder, open_stage, settings, profiles, stages_manifest)

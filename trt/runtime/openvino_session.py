@@ -363,8 +363,10 @@ class OpenVINOSession(Runner):
 
     def _compile(self, core, model):
         """``model`` (as read) compiled in this session's precision and settings."""
-        if self.precision == "bf16":
-            model = mixed_bf16(model, scopes_from_metadata(self.metadata))
+        scopes = scopes_from_metadata(self.metadata)
+        # An empty recorded region (an adaptive stage without a transformer, the assignment) stays all f32.
+        if self.precision == "bf16" and scopes:
+            model = mixed_bf16(model, scopes)
         try:
             return core.compile_model(model, "CPU", self.compile_config())
         except RuntimeError as error:

@@ -230,16 +230,20 @@ class EngineIO:
 
 def read_engine_io(engine, trt, settings: Callable[[], dict] = dict) -> EngineIO:
     """Read I/O tensors, contract and profiles from a deserialized engine; a ContractError unless it is a
-    matcher or an extractor. ``settings``: gives an extractor's network settings (asked for an extractor
-    only: an engine does not hold them)."""
+    matcher, an extractor or a matcher stage. ``settings``: gives an extractor's network settings, or a
+    stage's (asked for those only: an engine does not hold them)."""
     inputs, outputs = {}, {}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         record = (np.dtype(trt.nptype(engine.get_tensor_dtype(name))), tuple(engine.get_tensor_shape(name)))
         (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs)[name] = record
     shapes = {name: tuple(d if d >= 0 else None for d in shape) for name, (_, shape) in {**inputs, **outputs}.items()}
+    # An extractor's network settings, and a matcher stage's kind and layout, are not in the engine. A stage
+    # takes states (layers, assignments) or keypoints without a threshold (the encoder).
+    stage = "state0" in inputs or ("kpts0" in inputs and "threshold" not in inputs)
+    recorded = settings() if "image" in inputs or stage else {}
     contract = contract_from_io({name: shapes[name] for name in inputs}, {name: shapes[name] for name in outputs},
-                                settings() if "image" in inputs else {}, "the engine")
+                                recorded, "the engine")
     for spec in [*contract.inputs, *contract.outputs]:
         dtype = (inputs.get(spec.name) or outputs[spec.name])[0]
         if not compatible_dtype(dtype, spec.dtype):

@@ -104,7 +104,10 @@ def test_eval_smoke(tmp_path, sift_nn_onnx, sift_sharp_onnx, aliked_nn_onnx, ali
     trained = find_official(get_extractor("aliked")) is not None
     weights_sets = [("sift", "nn"), ("sift", "sharp0"), ("aliked", "nn"), *([("aliked", "official")] if trained else [])]
     expected = {f"{extractor}-{weights}-{setting}" for extractor, weights in weights_sets for setting in settings}
-    assert expected | ({"aliked-kornia-anchor"} if trained else set()) == set(runs)
+    if trained:  # trained weights also run adaptive depth and width from their stages, beside full depth
+        expected |= {f"aliked-official-{setting}-adaptive" for setting in settings if "fp16" not in setting}
+        expected.add("aliked-kornia-anchor")
+    assert expected == set(runs)
     if trained:  # ours equals cvg's pipeline within noise (resizing and padding conventions differ slightly)
         ours, anchor = (runs[name]["datasets"]["hpatches-graffiti"]["summary"]
                         for name in ("aliked-official-fp32-onnxruntime", "aliked-kornia-anchor"))
@@ -121,15 +124,18 @@ def test_eval_smoke(tmp_path, sift_nn_onnx, sift_sharp_onnx, aliked_nn_onnx, ali
         assert summary["precision_mean"] > 0.7 and summary["corner_error_median_px"] < 5.0, (run["run"], summary)
     if bf16:
         gates = {(gate["extractor"], gate["weights"]): gate for gate in record["bf16_gates"]}
-        assert set(gates) == set(weights_sets)
+        assert set(gates) == set(weights_sets) | ({("aliked", "official adaptive")} if trained else set())
         assert gates["sift", "sharp0"]["preset"] == "smoke"
         assert gates["sift", "nn"]["datasets"]["hpatches-graffiti"]["iou"] == 1.0  # the idle transformer: no rounding
         assert "bf16 gate, sift sharp0 weights" in result.stdout
     assert Path(record["pictures"]["files"]["hpatches-graffiti"]).is_file()
     assert (models / "sift_lightglue-nn-fp16.onnx").is_file()
     trained_exports = ["aliked_lightglue-official-fp16.onnx", "aliked_lightglue-official.onnx"] if trained else []
-    assert sorted(p.name for p in models.glob("aliked*")) == ["aliked-n16-official.onnx", "aliked_lightglue-nn-fp16.onnx",
-                                                              "aliked_lightglue-nn.onnx", *trained_exports]  # reused
+    assert sorted(p.name for p in models.glob("aliked*.onnx")) == ["aliked-n16-official.onnx",
+                                                                   "aliked_lightglue-nn-fp16.onnx",
+                                                                   "aliked_lightglue-nn.onnx", *trained_exports]  # reused
+    if trained:  # the stages adaptive depth and width run from, beside the trained matcher
+        assert (models / "aliked_lightglue-official.stages" / "stages.json").is_file()
     assert "side by side (nn-fp32-onnxruntime): sift | aliked" in result.stdout
 
 

@@ -106,10 +106,11 @@ def test_similarity_estimate_and_errors(points0):
 
 
 def test_dataset_summary_counts_failures():
-    pairs = [{"matches": 10, "precision": 1.0, "corner_error_px": 0.0},
-             {"matches": 0, "precision": 0.0, "corner_error_px": math.inf}]
+    pairs = [{"matches": 10, "precision": 1.0, "corner_error_px": 0.0, "layers": 9},
+             {"matches": 0, "precision": 0.0, "corner_error_px": math.inf, "layers": 4}]
     summary = dataset_summary("homography", pairs)
     assert summary["failed"] == 1 and summary["corner_error_mean_px"] == 0.0
+    assert summary["layers_mean"] == 6.5
     assert summary["precision_mean"] == 0.5
     assert list(summary["auc"].values()) == [0.5, 0.5, 0.5]
 
